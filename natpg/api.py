@@ -1,0 +1,76 @@
+"""The Python API: ``natpg.train(...)``, ``natpg.evaluate(...)``, ``natpg.load_run(...)``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from natpg.config import TrainConfig, resolve_config
+from natpg.envs import VectorEnv
+from natpg.policies import Agent, NumpyPolicy
+from natpg.trainer import TrainResult
+from natpg.trainer import train as _train
+
+__all__ = ["train", "evaluate", "load_run"]
+
+
+def train(
+    env_id: str,
+    method: str = "smac",
+    total_steps: int = 100_000,
+    seed: int = 0,
+    *,
+    preset: str | None = None,
+    out: str | Path | None = None,
+    progress: bool = False,
+    **hyperparameters: Any,
+) -> TrainResult:
+    """Train ``method`` on the Gymnasium environment ``env_id``.
+
+    ``hyperparameters`` take the CLI's names in snake_case: trainer settings
+    (``rollout_steps=1000``, ``hidden=(64, 64)``, ``critic_lr``, ``gamma``, ...) and the
+    method's own (``lr``, ``damping``, ``batch_size``, ...). Explicit values override the
+    ``preset``. With ``out`` a run directory is written (config.json, metrics.csv,
+    summary.json, checkpoint.pt). Returns the summary, the trained agent and the metrics.
+    """
+    config = resolve_config(env_id, method, preset, total_steps=total_steps, seed=seed, **hyperparameters)
+    return _train(config, run_dir=out, progress=progress)
+
+
+def load_run(run_dir: str | Path) -> tuple[TrainConfig, Agent]:
+    """The config and trained agent (actor, critic, normaliser) of a run directory."""
+    run_dir = Path(run_dir)
+    config_path, ckpt_path = run_dir / "config.json", run_dir / "checkpoint.pt"
+    for p in (config_path, ckpt_path):
+        if not p.exists():
+            raise ValueError(f"{run_dir} is not a natpg run directory: {p.name} is missing")
+    config = TrainConfig.from_dict(json.loads(config_path.read_text()))
+    env = VectorEnv(config.env_id, 1, 0, config.max_episode_steps)
+    agent = Agent(env.spec.obs_dim, env.spec.action_space, config.hidden, config.activation, config.normalize_obs)
+    env.close()
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    agent.load_state_dict(state["agent"])
+    return config, agent
+
+
+def evaluate(run_dir: str | Path, episodes: int = 10, seed: int = 10_000, deterministic: bool = True) -> dict[str, Any]:
+    """Run ``episodes`` full episodes with the saved policy (mean action / most likely
+    action unless ``deterministic=False``); returns mean, std and the returns."""
+    if episodes < 1:
+        raise ValueError(f"--episodes must be a positive integer, got {episodes!r}")
+    config, agent = load_run(run_dir)
+    env = VectorEnv(config.env_id, 1, seed, config.max_episode_steps)
+    policy = NumpyPolicy(agent)
+    rng = np.random.default_rng(seed)
+    returns: list[float] = []
+    while len(returns) < episodes:
+        result = env.step(policy.sample(env.obs, rng, deterministic=deterministic))
+        returns.extend(ret for ret, _ in result.finished)
+    env.close()
+    arr = np.array(returns[:episodes])
+    return {"env_id": config.env_id, "method": config.method, "episodes": episodes,
+            "mean": float(arr.mean()), "std": float(arr.std()), "returns": arr.tolist()}

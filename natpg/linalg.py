@@ -1,0 +1,222 @@
+"""Pure linear algebra for damped natural gradients. No RL in this module.
+
+Every curvature method in natpg approximates the Tikhonov-damped natural gradient
+
+    w* = (λI + SᵀS/B)⁻¹ (Sᵀy/B) = Sᵀ (λB·I + SSᵀ)⁻¹ y
+
+for a B×d matrix of per-sample scores S and targets y (the advantages). The functions
+here are the solvers: Sherman–Morrison for a rank-1 curvature, conjugate gradient for a
+matrix-free operator, Woodbury/Cholesky for the exact B×B system, and randomised block
+Kaczmarz for a stochastic solve over row blocks. All validate their inputs and raise
+``ValueError`` with a message that names the argument.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "sherman_morrison_solve",
+    "sherman_morrison_solve_batched",
+    "conjugate_gradient",
+    "solve_shifted_gram",
+    "woodbury_solve",
+    "block_kaczmarz",
+]
+
+
+def check_positive(name: str, value: float) -> float:
+    """Return ``value`` as a float if it is a finite number > 0, else raise ValueError."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite positive number, got {value!r}") from None
+    if not math.isfinite(v) or v <= 0.0:
+        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+    return v
+
+
+def check_finite(name: str, tensor: Tensor) -> None:
+    if not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+
+
+def _check_vector(name: str, x: Tensor) -> None:
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {tuple(x.shape)}")
+    check_finite(name, x)
+
+
+def sherman_morrison_solve(u: Tensor, g: Tensor, damping: float) -> Tensor:
+    """Return ``(damping·I + u uᵀ)⁻¹ g`` in O(d).
+
+    Sherman–Morrison: ``(λI + uuᵀ)⁻¹ g = g/λ − u (uᵀg) / (λ(λ + ‖u‖²))``.
+    ``u`` and ``g`` are 1-D tensors of equal length; ``damping`` a finite number > 0.
+    """
+    lam = check_positive("damping", damping)
+    _check_vector("u", u)
+    _check_vector("g", g)
+    if u.shape != g.shape:
+        raise ValueError(f"u and g must have the same length, got {u.numel()} and {g.numel()}")
+    coef = torch.dot(u, g) / (lam * (lam + torch.dot(u, u)))
+    return g / lam - coef * u
+
+
+def sherman_morrison_solve_batched(u: Tensor, g: Tensor, damping: float) -> Tensor:
+    """Row-wise Sherman–Morrison: row i of the result is ``(λI + u_i u_iᵀ)⁻¹ g_i``.
+
+    ``u`` and ``g`` are (n, d) tensors; cost O(n·d).
+    """
+    lam = check_positive("damping", damping)
+    for name, x in (("u", u), ("g", g)):
+        if not isinstance(x, Tensor) or x.dim() != 2:
+            raise ValueError(f"{name} must be a 2-D tensor (n, d), got {getattr(x, 'shape', type(x))}")
+        check_finite(name, x)
+    if u.shape != g.shape:
+        raise ValueError(f"u and g must have the same shape, got {tuple(u.shape)} and {tuple(g.shape)}")
+    coef = (u * g).sum(1) / (lam * (lam + (u * u).sum(1)))
+    return g / lam - coef[:, None] * u
+
+
+def conjugate_gradient(
+    matvec: Callable[[Tensor], Tensor], b: Tensor, max_iter: int = 10, tol: float = 1e-10
+) -> Tensor:
+    """Solve ``A x = b`` for a symmetric positive-definite ``A`` given as ``matvec``.
+
+    Starts from x = 0 and stops after ``max_iter`` iterations or when the squared residual
+    norm falls below ``tol``. Never forms ``A``.
+    """
+    _check_vector("b", b)
+    if not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    if not math.isfinite(float(tol)) or tol < 0:
+        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = b.clone()
+    rr = torch.dot(r, r)
+    for _ in range(max_iter):
+        if rr <= tol:
+            break
+        Ap = matvec(p)
+        pAp = torch.dot(p, Ap)
+        if not torch.isfinite(pAp) or pAp <= 0:
+            # Not positive definite along p (numerically): stop with the current iterate.
+            break
+        alpha = rr / pAp
+        x = x + alpha * p
+        r = r - alpha * Ap
+        rr_new = torch.dot(r, r)
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x
+
+
+def solve_shifted_gram(gram: Tensor, y: Tensor, shift: float, max_jitter_tries: int = 6) -> Tensor:
+    """Return ``(gram + shift·I)⁻¹ y`` for a symmetric PSD ``gram`` by Cholesky in float64.
+
+    If the factorisation fails (a gram matrix that is numerically indefinite), the shift is
+    raised tenfold up to ``max_jitter_tries`` times before giving up.
+    """
+    shift = check_positive("shift", shift)
+    if gram.dim() != 2 or gram.shape[0] != gram.shape[1]:
+        raise ValueError(f"gram must be square, got shape {tuple(gram.shape)}")
+    if y.shape[0] != gram.shape[0]:
+        raise ValueError(f"y has {y.shape[0]} rows but gram is {gram.shape[0]}×{gram.shape[0]}")
+    k = gram.to(torch.float64)
+    k = 0.5 * (k + k.T)
+    eye = torch.eye(k.shape[0], dtype=k.dtype, device=k.device)
+    jitter = shift
+    for _ in range(max_jitter_tries + 1):
+        chol, info = torch.linalg.cholesky_ex(k + jitter * eye)
+        if int(info) == 0:
+            rhs = y.to(torch.float64)
+            sol = torch.cholesky_solve(rhs.reshape(rhs.shape[0], -1), chol).reshape(rhs.shape)
+            return sol.to(y.dtype)
+        jitter *= 10.0
+    raise ValueError("gram + shift·I is not positive definite even after adding jitter")
+
+
+def woodbury_solve(S: Tensor, y: Tensor, damping: float) -> Tensor:
+    """Return ``(damping·I + SᵀS/B)⁻¹ Sᵀy/B`` through the B×B system (Woodbury, Cholesky).
+
+    ``S`` is B×d, ``y`` has length B. Equals ``Sᵀ (damping·B·I + SSᵀ)⁻¹ y``: cost
+    O(B²d + B³) instead of O(d³).
+    """
+    lam = check_positive("damping", damping)
+    if not isinstance(S, Tensor) or S.dim() != 2:
+        raise ValueError(f"S must be a 2-D tensor (B, d), got {getattr(S, 'shape', type(S))}")
+    _check_vector("y", y)
+    check_finite("S", S)
+    if S.shape[0] != y.shape[0]:
+        raise ValueError(f"S has {S.shape[0]} rows but y has length {y.shape[0]}")
+    batch = S.shape[0]
+    x = solve_shifted_gram(S @ S.T, y, lam * batch)
+    return S.T @ x
+
+
+def block_kaczmarz(
+    S: Tensor,
+    y: Tensor,
+    damping: float,
+    block_size: int,
+    iters: int,
+    generator: torch.Generator | None = None,
+    row_weights: Tensor | None = None,
+) -> Tensor:
+    """Randomised block Kaczmarz for the damped least-squares problem ``min ‖y − S w‖² + ...``.
+
+    Each iteration takes a random block τ of ``block_size`` rows (blocks are drawn without
+    replacement within a pass over the rows) and projects:
+
+        r = y_τ − S_τ w
+        w ← w + S_τᵀ (damping·b·I + S_τ S_τᵀ)⁻¹ r
+
+    Returns the d-vector iterate after ``iters`` block steps, starting from w = 0. With tiny
+    damping on a consistent system the iterates approach the minimum-norm solution
+    ``Sᵀ(SSᵀ)⁻¹y`` (every step stays in the row space of S). ``row_weights`` (length B,
+    positive) scales each block's Gram matrix column-wise, ``S_τS_τᵀ diag(w_τ)``, as RAT
+    does with clamped importance ratios.
+    """
+    lam = check_positive("damping", damping)
+    if not isinstance(S, Tensor) or S.dim() != 2:
+        raise ValueError(f"S must be a 2-D tensor (B, d), got {getattr(S, 'shape', type(S))}")
+    _check_vector("y", y)
+    check_finite("S", S)
+    if S.shape[0] != y.shape[0]:
+        raise ValueError(f"S has {S.shape[0]} rows but y has length {y.shape[0]}")
+    rows = S.shape[0]
+    if not isinstance(block_size, int) or not 1 <= block_size <= rows:
+        raise ValueError(f"block_size must be an integer in [1, {rows}], got {block_size!r}")
+    if not isinstance(iters, int) or iters < 1:
+        raise ValueError(f"iters must be a positive integer, got {iters!r}")
+    if row_weights is not None:
+        if row_weights.shape != y.shape:
+            raise ValueError("row_weights must have the same shape as y")
+        check_finite("row_weights", row_weights)
+        if bool((row_weights <= 0).any()):
+            raise ValueError("row_weights must be positive")
+    w = torch.zeros(S.shape[1], dtype=S.dtype, device=S.device)
+    order = torch.empty(0, dtype=torch.long)
+    for _ in range(iters):
+        if order.numel() < block_size:
+            order = torch.randperm(rows, generator=generator)
+        tau, order = order[:block_size], order[block_size:]
+        s_tau = S[tau]
+        gram = s_tau @ s_tau.T
+        if row_weights is not None:
+            gram = gram * row_weights[tau][None, :]
+        r = y[tau] - s_tau @ w
+        if row_weights is None:
+            w = w + s_tau.T @ solve_shifted_gram(gram, r, lam * block_size)
+        else:
+            # Non-symmetric weighted Gram: a general solve.
+            k = gram.to(torch.float64) + lam * block_size * torch.eye(block_size, dtype=torch.float64)
+            w = w + s_tau.T @ torch.linalg.solve(k, r.to(torch.float64)).to(S.dtype)
+    return w

@@ -1,0 +1,205 @@
+"""The one interface every actor-update rule implements.
+
+A rule is built from an actor and named hyperparameters, and exposes ``update(batch)``
+which changes the actor's parameters in place and returns a dict of diagnostics.
+
+Most rules are *preconditioners* (:class:`PreconditionedRule`): they turn the plain policy
+gradient into a direction, write it into ``.grad`` and let a ``torch.optim`` optimizer step
+— the K-FAC library's habit, so the same object also works inside another training loop::
+
+    loss.backward()                       # your loss: -(A * log π).mean()
+    rule.precondition_grads(obs, actions, advantages)
+    rule.optimizer.step()                  # or any optimizer of yours
+
+Rules that need a closure over the batch — sequential single-sample SMAC, TRPO's line
+search, RAT's multi-epoch Kaczmarz — subclass :class:`UpdateRule` and implement
+``_step`` themselves; the common diagnostics are added by :meth:`UpdateRule.update` for all.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterator
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution, Independent, kl_divergence
+
+from natpg.linalg import check_positive
+from natpg.policies import Actor
+from natpg.scores import ScoreBatch, compute_scores, flatten, trainable_parameters
+
+__all__ = ["PolicyBatch", "UpdateRule", "PreconditionedRule", "cosine"]
+
+
+@dataclass
+class PolicyBatch:
+    """What an actor update consumes: policy inputs, actions taken and their advantages."""
+
+    obs: Tensor  # (B, obs_dim), already normalised: exactly what the actor sees
+    actions: Tensor  # (B,) for discrete, (B, act_dim) for continuous
+    advantages: Tensor  # (B,)
+
+    def __len__(self) -> int:
+        return self.obs.shape[0]
+
+    def slice(self, start: int, stop: int) -> "PolicyBatch":
+        return PolicyBatch(self.obs[start:stop], self.actions[start:stop], self.advantages[start:stop])
+
+    def minibatches(self, size: int | None) -> Iterator["PolicyBatch"]:
+        """Consecutive minibatches in rollout order (the last one may be shorter)."""
+        n = len(self)
+        size = n if size is None else size
+        for start in range(0, n, size):
+            yield self.slice(start, min(start + size, n))
+
+
+def _detached(dist: Distribution) -> Distribution:
+    """The same distribution with its parameters cut from the autograd graph."""
+    if isinstance(dist, Independent):
+        return Independent(_detached(dist.base_dist), dist.reinterpreted_batch_ndims)
+    params = {k: getattr(dist, k).detach() for k in dist.arg_constraints if k in dist.__dict__}
+    if "logits" in params:  # categorical: logits define it; a cached `probs` would conflict
+        params = {"logits": params["logits"]}
+    return type(dist)(**params, validate_args=False)
+
+
+def cosine(a: Tensor, b: Tensor) -> float:
+    denom = a.norm() * b.norm()
+    return float(torch.dot(a, b) / denom) if denom > 0 else 0.0
+
+
+class UpdateRule(ABC):
+    """Base class of all actor-update rules.
+
+    Subclasses set ``name`` (the registry key), take keyword-only hyperparameters with
+    defaults in ``__init__`` (the CLI builds its flags from these signatures) and implement
+    ``_step``.
+    """
+
+    name: ClassVar[str] = ""
+    #: One-line description shown by ``natpg methods``.
+    summary: ClassVar[str] = ""
+
+    def __init__(self, actor: Actor, *, lr: float):
+        self.actor = actor
+        self.params = trainable_parameters(actor)
+        self.lr = check_positive("lr", lr)
+
+    @classmethod
+    def hyperparameters(cls) -> dict[str, Any]:
+        """Keyword-only constructor arguments and their defaults, across the class hierarchy."""
+        out: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            init = klass.__dict__.get("__init__")
+            if init is None:
+                continue
+            for p in inspect.signature(init).parameters.values():
+                if p.kind is p.KEYWORD_ONLY:
+                    out[p.name] = p.default
+        return out
+
+    @abstractmethod
+    def _step(self, batch: PolicyBatch) -> dict[str, float]:
+        """Change the actor's parameters using ``batch``; return the rule's own diagnostics."""
+
+    def update(self, batch: PolicyBatch, diagnostics: bool = True) -> dict[str, float]:
+        """One actor update. With ``diagnostics`` (one extra forward/backward pass at the old
+        parameters and one forward pass at the new ones) the common ones are added:
+        ``score_norm_sq`` (mean ‖s_i‖²), ``mean_score_norm_sq`` (‖ℓ̄‖²), ``grad_norm``,
+        ``update_norm``, ``grad_cosine`` (cosine between the applied step and the plain
+        gradient), ``kl`` (realised KL(π_old‖π_new) on the batch), ``log_prob_mean`` and
+        ``entropy`` at the old parameters."""
+        if not diagnostics:
+            return self._step(batch)
+        old = flatten([p.detach() for p in self.params]).clone()
+        scores, old_dist, log_prob = compute_scores(self.actor, batch.obs, batch.actions)
+        n = len(batch)
+        grad = flatten(scores.weighted_sum(batch.advantages / n))
+        mean_score = flatten(scores.weighted_sum(torch.full_like(batch.advantages, 1.0 / n)))
+        score_norm_sq = float(scores.sq_norms().mean())
+        del scores
+        info = self._step(batch)
+        step = flatten([p.detach() for p in self.params]) - old
+        with torch.no_grad():
+            old_dist = _detached(old_dist)
+            kl = kl_divergence(old_dist, self.actor.distribution(batch.obs)).mean()
+            entropy = old_dist.entropy().mean()
+        info.update(
+            score_norm_sq=score_norm_sq,
+            mean_score_norm_sq=float(mean_score.dot(mean_score)),
+            grad_norm=float(grad.norm()),
+            update_norm=float(step.norm()),
+            grad_cosine=cosine(step, grad),
+            kl=float(kl),
+            log_prob_mean=float(log_prob.mean()),
+            entropy=float(entropy),
+        )
+        return info
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class PreconditionedRule(UpdateRule):
+    """Direction = a preconditioned policy gradient; a torch.optim optimizer takes the step.
+
+    ``batch_size`` splits the rollout into consecutive minibatches with one step each
+    (None: the whole rollout, one step). Subclasses implement :meth:`direction`.
+    """
+
+    def __init__(self, actor: Actor, *, lr: float, batch_size: int | None = None):
+        super().__init__(actor, lr=lr)
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.batch_size = batch_size
+        self.optimizer = self.make_optimizer()
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.params, lr=self.lr)
+
+    @abstractmethod
+    def direction(self, scores: ScoreBatch, advantages: Tensor | None, grad: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """Map the flat plain policy gradient ``grad`` (ascent) of the samples in ``scores``
+        to a flat ascent direction; also return diagnostics. ``advantages`` is None when the
+        caller gave only gradients."""
+
+    def precondition_grads(self, obs: Tensor, actions: Tensor, advantages: Tensor | None = None) -> dict[str, float]:
+        """Rewrite ``p.grad`` (the gradient of a loss to *minimise*) in place with the
+        preconditioned direction, for use in any training loop."""
+        scores, _, _ = compute_scores(self.actor, obs, actions)
+        grad = -flatten([p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params])
+        direction, info = self.direction(scores, advantages, grad)
+        self._write_grads(direction)
+        return info
+
+    def _write_grads(self, direction: Tensor) -> None:
+        offset = 0
+        for p in self.params:
+            n = p.numel()
+            p.grad = -direction[offset : offset + n].view_as(p).clone()
+            offset += n
+
+    def _step(self, batch: PolicyBatch) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        minibatches = list(batch.minibatches(self.batch_size))
+        for mb in minibatches:
+            scores, _, _ = compute_scores(self.actor, mb.obs, mb.actions)
+            grad = flatten(scores.weighted_sum(mb.advantages / len(mb)))
+            direction, info = self.direction(scores, mb.advantages, grad)
+            self._write_grads(direction)
+            self.optimizer.step()
+            for key, value in info.items():
+                totals[key] = totals.get(key, 0.0) + value / len(minibatches)
+        return totals
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])

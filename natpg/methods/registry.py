@@ -1,0 +1,43 @@
+"""Registry of update rules by name: the CLI, presets and the bench never branch on names."""
+
+from __future__ import annotations
+
+import difflib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from natpg.methods.base import UpdateRule
+
+_REGISTRY: dict[str, type["UpdateRule"]] = {}
+
+
+def register(cls: type["UpdateRule"]) -> type["UpdateRule"]:
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"method name {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> type["UpdateRule"]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown method {name!r}{hint} (available: {', '.join(available())})") from None
+
+
+def make(name: str, actor, **hyperparameters: Any) -> "UpdateRule":
+    """Build the rule ``name`` for ``actor``; unknown hyperparameters are an error."""
+    cls = get(name)
+    accepted = cls.hyperparameters()
+    unknown = sorted(set(hyperparameters) - set(accepted))
+    if unknown:
+        raise ValueError(f"method {name!r} does not take {', '.join(unknown)} (it takes: {', '.join(sorted(accepted))})")
+    return cls(actor, **hyperparameters)

@@ -1,0 +1,194 @@
+"""Per-sample scores s_i = ∇θ log π(a_i|s_i), held factorised.
+
+For a linear layer y = W a + b, the per-sample gradient of log π is the rank-1 δ_i a_iᵀ
+(and δ_i for the bias), where a_i is the layer input and δ_i = ∂ log π(a_i|s_i)/∂y_i.
+One forward pass with hooks and one backward pass to the layer outputs give every a_i and
+δ_i, hence without materialising S (B×d):
+
+- per-sample squared norms ‖s_i‖² = Σ_layers ‖δ_i‖² (‖a_i‖² + 1),
+- weighted sums Σ_i c_i s_i (the policy gradient, the mean score ℓ̄, ...) as one matmul per layer,
+- products S v and the Gram matrix SSᵀ = Σ_layers (δδᵀ) ⊙ (aaᵀ + 1).
+
+A :class:`~natpg.policies.BroadcastParameter` (e.g. the Gaussian log-std) is expanded to
+the batch in the forward pass, so its per-sample gradients are the gradient of that
+expanded tensor. Parameters anywhere else are not supported by this fast path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from natpg.policies import Actor, BroadcastParameter
+
+__all__ = ["ScoreBatch", "compute_scores", "flatten", "unflatten", "trainable_parameters"]
+
+
+def trainable_parameters(module: nn.Module) -> list[nn.Parameter]:
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+def flatten(tensors: Sequence[Tensor]) -> Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def unflatten(vector: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
+    out, offset = [], 0
+    for t in like:
+        n = t.numel()
+        out.append(vector[offset : offset + n].view_as(t))
+        offset += n
+    return out
+
+
+@dataclass
+class _Block:
+    """One module's share of the scores: a linear layer (input ``a``) or a broadcast parameter."""
+
+    module: nn.Module
+    params: list[nn.Parameter]
+    output: Tensor | None = None
+    a: Tensor | None = None  # (B, in) for linear layers, None for broadcast parameters
+    delta: Tensor | None = None  # (B, out) output gradients, or (B, *shape) per-sample grads
+
+    @property
+    def linear(self) -> bool:
+        return self.a is not None
+
+
+@dataclass
+class ScoreBatch:
+    """The per-sample scores of a batch in factorised form (see module docstring).
+
+    ``params`` is the actor's trainable parameter list; every list of tensors returned or
+    accepted by this class is aligned with it.
+    """
+
+    params: list[nn.Parameter]
+    blocks: list[_Block]
+    num_samples: int
+    _index: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for bi, block in enumerate(self.blocks):
+            for pi, p in enumerate(block.params):
+                self._index[id(p)] = (bi, pi)
+
+    # -- per-sample quantities -------------------------------------------------------------
+    def _block_sq_norms(self, block: _Block) -> Tensor:
+        d = block.delta.reshape(self.num_samples, -1)
+        dd = (d * d).sum(1)
+        if block.linear:
+            aa = (block.a * block.a).sum(1)
+            return dd * (aa + (1.0 if len(block.params) == 2 else 0.0))
+        return dd
+
+    def sq_norms(self) -> Tensor:
+        """‖s_i‖² for every sample, shape (B,)."""
+        return sum(self._block_sq_norms(b) for b in self.blocks)
+
+    def layer_grams(self) -> list[Tensor]:
+        """Per-block Gram matrices ⟨s_i, s_j⟩ restricted to that block's parameters, each (B, B)."""
+        grams = []
+        for b in self.blocks:
+            d = b.delta.reshape(self.num_samples, -1)
+            dd = d @ d.T
+            if b.linear:
+                aa = b.a @ b.a.T
+                grams.append(dd * (aa + 1.0) if len(b.params) == 2 else dd * aa)
+            else:
+                grams.append(dd)
+        return grams
+
+    def gram(self) -> Tensor:
+        """SSᵀ, shape (B, B)."""
+        return sum(self.layer_grams())
+
+    def _block_grads(self, block: _Block, c: Tensor) -> list[Tensor]:
+        d = block.delta.reshape(self.num_samples, -1) * c[:, None]
+        if block.linear:
+            grads = [d.T @ block.a]
+            if len(block.params) == 2:
+                grads.append(d.sum(0))
+            return grads
+        return [d.sum(0).view_as(block.params[0])]
+
+    def weighted_sum(self, c: Tensor) -> list[Tensor]:
+        """Σ_i c_i s_i as a list aligned with ``params`` (e.g. c = A/B gives the policy gradient)."""
+        by_block = [self._block_grads(b, c) for b in self.blocks]
+        return [by_block[bi][pi] for bi, pi in (self._index[id(p)] for p in self.params)]
+
+    def dot(self, vector: Sequence[Tensor]) -> Tensor:
+        """S v: the inner products ⟨s_i, v⟩ for every sample, shape (B,)."""
+        out = torch.zeros(self.num_samples, dtype=self.blocks[0].delta.dtype)
+        for p, v in zip(self.params, vector):
+            block = self.blocks[self._index[id(p)][0]]
+            d = block.delta.reshape(self.num_samples, -1)
+            if not block.linear:
+                out = out + d @ v.reshape(-1)
+            elif p is block.params[0]:
+                out = out + ((block.a @ v.T) * d).sum(1)
+            else:
+                out = out + d @ v
+        return out
+
+    def matrix(self) -> Tensor:
+        """The dense B×d score matrix S, columns in ``params`` order (memory B·d)."""
+        cols = []
+        for p in self.params:
+            block = self.blocks[self._index[id(p)][0]]
+            d = block.delta.reshape(self.num_samples, -1)
+            if not block.linear:
+                cols.append(d)
+            elif p is block.params[0]:
+                cols.append(torch.einsum("bo,bi->boi", d, block.a).reshape(self.num_samples, -1))
+            else:
+                cols.append(d)
+        return torch.cat(cols, 1)
+
+
+def compute_scores(actor: Actor, obs: Tensor, actions: Tensor) -> tuple[ScoreBatch, Distribution, Tensor]:
+    """One forward pass (with hooks) and one backward pass to the layer outputs.
+
+    Returns the factorised scores, the distribution at the current parameters and the
+    log-probabilities of ``actions`` (detached).
+    """
+    params = trainable_parameters(actor)
+    blocks: list[_Block] = []
+    handles = []
+
+    def linear_hook(module, inputs, output):
+        if any(b.module is module for b in blocks):
+            raise ValueError(f"module {module} is called twice in one forward pass; per-sample scores need each layer once")
+        blocks.append(_Block(module, [p for p in (module.weight, module.bias) if p is not None and p.requires_grad], output, inputs[0].detach()))
+
+    def broadcast_hook(module, inputs, output):
+        blocks.append(_Block(module, [module.value], output))
+
+    for m in actor.modules():
+        if isinstance(m, nn.Linear):
+            handles.append(m.register_forward_hook(linear_hook))
+        elif isinstance(m, BroadcastParameter):
+            handles.append(m.register_forward_hook(broadcast_hook))
+    try:
+        dist = actor.distribution(obs)
+        logp = dist.log_prob(actions)
+    finally:
+        for h in handles:
+            h.remove()
+    covered = {id(p) for b in blocks for p in b.params}
+    missing = [p.shape for p in params if id(p) not in covered]
+    if missing:
+        raise ValueError(
+            "per-sample scores need every actor parameter in an nn.Linear layer or a BroadcastParameter; "
+            f"uncovered parameters of shapes {missing}"
+        )
+    deltas = torch.autograd.grad(logp.sum(), [b.output for b in blocks])
+    for b, d in zip(blocks, deltas):
+        b.delta = d.detach()
+        b.output = None
+    return ScoreBatch(params, blocks, obs.shape[0]), dist, logp.detach()

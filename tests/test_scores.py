@@ -1,0 +1,37 @@
+import pytest
+import torch
+
+from natpg.scores import compute_scores, flatten
+from tests.conftest import dense_scores, tiny_actor, tiny_batch
+
+
+@pytest.mark.parametrize("kind", ["categorical", "gaussian"])
+def test_factorised_scores_match_dense(kind):
+    actor = tiny_actor(kind)
+    obs, actions, adv = tiny_batch(actor)
+    S = dense_scores(actor, obs, actions)
+    scores, _, logp = compute_scores(actor, obs, actions)
+    torch.testing.assert_close(scores.matrix(), S)
+    torch.testing.assert_close(scores.sq_norms(), (S * S).sum(1))
+    torch.testing.assert_close(scores.gram(), S @ S.T)
+    torch.testing.assert_close(flatten(scores.weighted_sum(adv)), S.T @ adv)
+    v = torch.randn(S.shape[1], dtype=torch.float64)
+    vs = [t.clone() for t in _split(v, scores.params)]
+    torch.testing.assert_close(scores.dot(vs), S @ v)
+    assert sum(g.shape[0] for g in scores.layer_grams()) == len(scores.blocks) * obs.shape[0]
+
+
+def _split(v, params):
+    out, o = [], 0
+    for p in params:
+        out.append(v[o : o + p.numel()].view_as(p))
+        o += p.numel()
+    return out
+
+
+def test_uncovered_parameter_is_a_clear_error():
+    actor = tiny_actor("gaussian")
+    actor.extra = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    obs, actions, _ = tiny_batch(actor)
+    with pytest.raises(ValueError, match="uncovered parameters"):
+        compute_scores(actor, obs, actions)
