@@ -1,0 +1,291 @@
+"""Throughput benchmark: natpg training steps/s against raw environment stepping (and SB3).
+
+Not a test: it measures. In one run, for every (env, num_envs):
+
+* ``raw``: random actions through ``gymnasium.make(id)`` (the default wrapper stack), N envs
+  stepped in a Python loop, reset when an episode ends — the simulator's speed as natpg
+  would see it. With ``--sync-vector`` also gymnasium's ``SyncVectorEnv`` for N > 1.
+* ``natpg <method>``: ``natpg.train(env, method, total_steps, num_envs=N)`` with every other
+  setting at its default (T=1000, critic_steps=10, diagnostics on), timed around the whole
+  call, so steps/s INCLUDES the updates (and the one-off env construction).
+* ``sb3 PPO`` / ``sb3 A2C`` with their defaults (``--sb3``, when stable-baselines3 is
+  installed), for reference.
+
+Both wall-clock and process-CPU steps/s are reported: this machine is shared, so the CPU
+figure (time this process actually ran) is the steadier one; ratios use wall time unless
+``--ratio-basis cpu``. Each measurement is repeated ``--repeats`` times and the fastest kept.
+
+    nice -n 10 python benchmarks/throughput.py                       # the full table
+    nice -n 10 python benchmarks/throughput.py --envs HalfCheetah-v5 --num-envs 1 \
+        --methods ac-sgd,smac --steps 50000 --out benchmarks/results/throughput-before
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_ENVS = ("CartPole-v1", "HalfCheetah-v5", "Humanoid-v5")
+#: Humanoid is ~4x slower to simulate; its measurements use this fraction of --steps.
+STEP_SCALE = {"Humanoid-v5": 0.4}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "natpg"], capture_output=True, text=True).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+class Timer:
+    def __enter__(self):
+        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.wall0
+        self.cpu = time.process_time() - self.cpu0
+
+
+def _random_actions(space, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Discrete):
+        return rng.integers(space.start, space.start + space.n, size=shape)
+    return rng.uniform(space.low, space.high, size=(*shape, *space.shape)).astype(space.dtype)
+
+
+def raw_gymnasium(env_id: str, num_envs: int, steps: int, seed: int = 0, **make_kwargs) -> dict:
+    """``steps`` transitions (steps // num_envs rounds) of N envs in a loop, random actions."""
+    import gymnasium as gym
+
+    envs = [gym.make(env_id, **make_kwargs) for _ in range(num_envs)]
+    for i, e in enumerate(envs):
+        e.reset(seed=seed + i)
+    rng = np.random.default_rng(seed)
+    rounds = steps // num_envs
+    chunk = 1000
+    with Timer() as t:
+        for start in range(0, rounds, chunk):
+            acts = _random_actions(envs[0].action_space, rng, (min(chunk, rounds - start), num_envs))
+            for a in acts:
+                for i, e in enumerate(envs):
+                    _, _, term, trunc, _ = e.step(a[i])
+                    if term or trunc:
+                        e.reset()
+    for e in envs:
+        e.close()
+    return {"steps": rounds * num_envs, "wall": t.wall, "cpu": t.cpu}
+
+
+def raw_sync_vector(env_id: str, num_envs: int, steps: int, seed: int = 0) -> dict:
+    """The same through gymnasium's SyncVectorEnv (its own autoreset, batched arrays)."""
+    import gymnasium as gym
+
+    venv = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync")
+    venv.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    rounds = steps // num_envs
+    chunk = 1000
+    with Timer() as t:
+        for start in range(0, rounds, chunk):
+            acts = _random_actions(venv.single_action_space, rng, (min(chunk, rounds - start), num_envs))
+            for a in acts:
+                venv.step(a)
+    venv.close()
+    return {"steps": rounds * num_envs, "wall": t.wall, "cpu": t.cpu}
+
+
+def raw_envpool(env_id: str, num_envs: int, steps: int, seed: int = 0) -> dict:
+    import envpool
+
+    env = envpool.make_gymnasium(env_id, num_envs=num_envs, seed=seed)
+    env.reset()
+    rng = np.random.default_rng(seed)
+    rounds = steps // num_envs
+    with Timer() as t:
+        for start in range(0, rounds, 1000):
+            for a in _random_actions(env.action_space, rng, (min(1000, rounds - start), num_envs)):
+                env.step(a)
+    env.close()
+    return {"steps": rounds * num_envs, "wall": t.wall, "cpu": t.cpu}
+
+
+def natpg_train(env_id: str, num_envs: int, steps: int, method: str, seed: int = 0, **overrides) -> dict:
+    import natpg
+
+    with Timer() as t:
+        result = natpg.train(env_id, method=method, total_steps=steps, seed=seed, num_envs=num_envs, **overrides)
+    s = result.summary
+    rows = result.metrics
+    update = float(sum(r["update_time"] for r in rows))
+    return {"steps": s["steps"], "wall": t.wall, "cpu": t.cpu, "update_wall": update,
+            "final_return": s["final_return"]}
+
+
+def sb3_train(env_id: str, num_envs: int, steps: int, algo: str, seed: int = 0) -> dict:
+    import torch
+    from stable_baselines3 import A2C, PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    torch.set_num_threads(1)  # same as natpg's default; SB3 leaves torch's default
+    venv = make_vec_env(env_id, n_envs=num_envs, seed=seed)
+    cls = {"PPO": PPO, "A2C": A2C}[algo]
+    model = cls("MlpPolicy", venv, seed=seed, device="cpu", verbose=0)
+    with Timer() as t:
+        model.learn(total_timesteps=steps)
+    done = int(model.num_timesteps)
+    venv.close()
+    return {"steps": done, "wall": t.wall, "cpu": t.cpu}
+
+
+def best_of(fn, repeats: int) -> dict:
+    runs = [fn() for _ in range(repeats)]
+    return min(runs, key=lambda r: r["wall"] / r["steps"])
+
+
+def fmt(x: float | None, digits: int = 0) -> str:
+    return "—" if x is None else f"{x:,.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import natpg.methods
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--envs", default=",".join(DEFAULT_ENVS))
+    p.add_argument("--methods", default="all", help="comma-separated, or 'all' (natpg.methods.available())")
+    p.add_argument("--num-envs", default="1,8")
+    p.add_argument("--steps", type=int, default=30_000, help="transitions per measurement (Humanoid: 0.4x)")
+    p.add_argument("--repeats", type=int, default=1, help="repeat each measurement, keep the fastest")
+    p.add_argument("--sb3", action="store_true", help="also SB3 PPO and A2C (defaults) when installed")
+    p.add_argument("--sync-vector", action="store_true", help="also raw gymnasium SyncVectorEnv for N > 1")
+    p.add_argument("--envpool", action="store_true", help="also raw EnvPool stepping when installed")
+    p.add_argument("--backend", default=None, help="natpg env backend passed to train (if supported)")
+    p.add_argument("--out", default=None, help="write OUT.md and OUT.json")
+    args = p.parse_args(argv)
+
+    env_ids = [e for e in args.envs.split(",") if e]
+    methods = natpg.methods.available() if args.methods == "all" else [m for m in args.methods.split(",") if m]
+    num_envs_list = [int(n) for n in args.num_envs.split(",")]
+    overrides = {"backend": args.backend} if args.backend else {}
+
+    def note(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    have_sb3 = False
+    if args.sb3:
+        try:
+            import stable_baselines3  # noqa: F401
+
+            have_sb3 = True
+        except ImportError:
+            note("stable-baselines3 not installed: SB3 rows skipped")
+
+    started = datetime.now(timezone.utc)
+    load_start = os.getloadavg()
+    rows: list[dict] = []
+    for env_id in env_ids:
+        steps = int(args.steps * STEP_SCALE.get(env_id, 1.0))
+        for n in num_envs_list:
+            steps_n = max(steps // 1000, 1) * 1000  # a multiple of the rollout (T=1000)
+            raw = best_of(lambda: raw_gymnasium(env_id, n, steps_n), args.repeats)
+            raw_sps = raw["steps"] / raw["wall"]
+            raw_cpu_sps = raw["steps"] / raw["cpu"]
+            rows.append({"env": env_id, "num_envs": n, "runner": "raw gymnasium", **raw})
+            note(f"{env_id} N={n} raw: {raw_sps:,.0f} steps/s")
+            if args.sync_vector and n > 1:
+                r = best_of(lambda: raw_sync_vector(env_id, n, steps_n), args.repeats)
+                rows.append({"env": env_id, "num_envs": n, "runner": "raw SyncVectorEnv", **r})
+            if args.envpool:
+                try:
+                    r = best_of(lambda: raw_envpool(env_id, n, steps_n), args.repeats)
+                    rows.append({"env": env_id, "num_envs": n, "runner": "raw envpool", **r})
+                except Exception as exc:  # noqa: BLE001 - report, don't stop the table
+                    note(f"envpool {env_id}: {type(exc).__name__}: {exc}")
+            for method in methods:
+                r = best_of(lambda: natpg_train(env_id, n, steps_n, method, **overrides), args.repeats)
+                rows.append({"env": env_id, "num_envs": n, "runner": f"natpg {method}", **r})
+                note(f"{env_id} N={n} {method}: {r['steps'] / r['wall']:,.0f} steps/s "
+                     f"(ratio {r['steps'] / r['wall'] / raw_sps:.2f})")
+            if have_sb3:
+                for algo in ("PPO", "A2C"):
+                    r = best_of(lambda: sb3_train(env_id, n, steps_n, algo), args.repeats)
+                    rows.append({"env": env_id, "num_envs": n, "runner": f"sb3 {algo}", **r})
+                    note(f"{env_id} N={n} sb3 {algo}: {r['steps'] / r['wall']:,.0f} steps/s")
+            for r in rows:
+                if r["env"] == env_id and r["num_envs"] == n:
+                    r["sps"] = r["steps"] / r["wall"]
+                    r["cpu_sps"] = r["steps"] / r["cpu"]
+                    r["ratio"] = r["sps"] / raw_sps
+                    r["cpu_ratio"] = r["cpu_sps"] / raw_cpu_sps
+    finished = datetime.now(timezone.utc)
+
+    import gymnasium
+    import torch
+
+    try:
+        import mujoco
+
+        mj = mujoco.__version__
+    except ImportError:
+        mj = "—"
+    meta = {
+        "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "duration_s": round((finished - started).total_seconds(), 1),
+        "machine": f"{cpu_model()}, {os.cpu_count()} logical CPUs (shared), {platform.system()} {platform.release()}",
+        "load_average_start_end": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
+        "versions": f"python {platform.python_version()}, torch {torch.__version__}, gymnasium {gymnasium.__version__}, "
+        f"mujoco {mj}, numpy {np.__version__}",
+        "natpg_commit": git_commit(),
+        "nice": os.nice(0),
+    }
+    lines = [
+        f"- command: `{meta['command']}`",
+        f"- date: {meta['date']} (took {meta['duration_s']} s)",
+        f"- machine: {meta['machine']}; load average {meta['load_average_start_end'][0]} → "
+        f"{meta['load_average_start_end'][1]}; nice {meta['nice']}",
+        f"- versions: {meta['versions']}; natpg commit {meta['natpg_commit']}",
+        "",
+        "| env | N | runner | steps | steps/s (wall) | ratio to raw | steps/s (CPU) | CPU ratio | update share |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        share = f"{r['update_wall'] / r['wall']:.0%}" if "update_wall" in r else ""
+        lines.append(
+            f"| {r['env']} | {r['num_envs']} | {r['runner']} | {r['steps']:,} | {fmt(r['sps'])} | {r['ratio']:.2f} "
+            f"| {fmt(r['cpu_sps'])} | {r['cpu_ratio']:.2f} | {share} |"
+        )
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".md").write_text(text + "\n")
+        out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
