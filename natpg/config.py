@@ -42,6 +42,8 @@ class TrainConfig:
     torch_threads: int = field(default=1, metadata=_help("torch intra-op threads (1 is fastest for small MLPs)"))
     tensorboard: bool = field(default=False, metadata=_help("also log metrics to TensorBoard (needs `tensorboard`)"))
     preset: str | None = field(default=None, metadata=_help("named hyperparameter set, e.g. `paper`"))
+    exact_cosine: bool = field(default=False, metadata=_help("log exact_cosine: cosine of each step with the exact damped natural gradient (costly)"))
+    exact_damping: float | None = field(default=None, metadata=_help("damping of the exact_cosine reference (None: the rule's damping, else 0.1)"))
     method_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,6 +82,10 @@ def validate(config: TrainConfig) -> None:
         raise ValueError(f"--critic-lr must be a finite positive number, got {config.critic_lr!r}")
     if config.max_episode_steps is not None:
         _positive_int("max_episode_steps", config.max_episode_steps)
+    if config.exact_damping is not None and (
+        not isinstance(config.exact_damping, (int, float)) or not math.isfinite(config.exact_damping) or config.exact_damping <= 0
+    ):
+        raise ValueError(f"--exact-damping must be a finite positive number, got {config.exact_damping!r}")
     if not config.hidden or any(not isinstance(h, int) or h < 1 for h in config.hidden):
         raise ValueError(f"--hidden must be a comma-separated list of positive integers, got {config.hidden!r}")
     if config.rollout_steps % config.num_envs:

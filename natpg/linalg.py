@@ -26,6 +26,7 @@ __all__ = [
     "solve_shifted_gram",
     "woodbury_solve",
     "block_kaczmarz",
+    "kaczmarz_block_coefficients",
 ]
 
 
@@ -92,10 +93,16 @@ def conjugate_gradient(
     Starts from x = 0 and stops after ``max_iter`` iterations or when the squared residual
     norm falls below ``tol``. Never forms ``A``.
     """
+    if not callable(matvec):
+        raise ValueError(f"matvec must be a callable v -> A v, got {type(matvec).__name__}")
     _check_vector("b", b)
-    if not isinstance(max_iter, int) or max_iter < 1:
+    if not isinstance(max_iter, int) or isinstance(max_iter, bool) or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
-    if not math.isfinite(float(tol)) or tol < 0:
+    try:
+        tol_ok = math.isfinite(float(tol)) and float(tol) >= 0
+    except (TypeError, ValueError):
+        tol_ok = False
+    if not tol_ok:
         raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
     x = torch.zeros_like(b)
     r = b.clone()
@@ -105,6 +112,8 @@ def conjugate_gradient(
         if rr <= tol:
             break
         Ap = matvec(p)
+        if not isinstance(Ap, Tensor) or Ap.shape != b.shape:
+            raise ValueError(f"matvec must return a tensor of shape {tuple(b.shape)}, got {getattr(Ap, 'shape', type(Ap))}")
         pAp = torch.dot(p, Ap)
         if not torch.isfinite(pAp) or pAp <= 0:
             # Not positive definite along p (numerically): stop with the current iterate.
@@ -161,6 +170,27 @@ def woodbury_solve(S: Tensor, y: Tensor, damping: float) -> Tensor:
     return S.T @ x
 
 
+def kaczmarz_block_coefficients(gram: Tensor, residual: Tensor, damping: float, weights: Tensor | None = None) -> Tensor:
+    """Coefficients ``c`` of one damped block-Kaczmarz step ``Δw = S_τᵀ c`` on a block of b rows.
+
+    ``gram`` is the block's ``S_τS_τᵀ`` (b×b), ``residual`` is ``r = y_τ − S_τ w``. Without
+    ``weights`` the step minimises ``‖r − S_τΔw‖² + damping·b·‖Δw‖²``:
+
+        c = (damping·b·I + S_τS_τᵀ)⁻¹ r
+
+    With positive row ``weights`` ρ (RAT's clamped importance ratios, D = diag(ρ)) it minimises
+    the importance-weighted ``Σ_i ρ_i (r_i − s_iᵀΔw)² + damping·b·‖Δw‖²``, whose solution is
+    ``Δw = S_τᵀ D (damping·b·I + S_τS_τᵀ D)⁻¹ r``. The non-symmetric system is solved in its
+    symmetric form ``c = D^½ (damping·b·I + D^½ S_τS_τᵀ D^½)⁻¹ D^½ r`` (Cholesky).
+    """
+    lam = check_positive("damping", damping)
+    b = gram.shape[0]
+    if weights is None:
+        return solve_shifted_gram(gram, residual, lam * b)
+    root = weights.sqrt()
+    return root * solve_shifted_gram(gram * root[:, None] * root[None, :], root * residual, lam * b)
+
+
 def block_kaczmarz(
     S: Tensor,
     y: Tensor,
@@ -170,19 +200,21 @@ def block_kaczmarz(
     generator: torch.Generator | None = None,
     row_weights: Tensor | None = None,
 ) -> Tensor:
-    """Randomised block Kaczmarz for the damped least-squares problem ``min ‖y − S w‖² + ...``.
+    """Randomised block Kaczmarz for the damped least-squares fit of ``y`` by ``S w``.
 
-    Each iteration takes a random block τ of ``block_size`` rows (blocks are drawn without
-    replacement within a pass over the rows) and projects:
+    Each iteration takes a block τ of ``block_size`` random rows (without replacement within
+    a pass over the rows; when fewer than ``block_size`` rows are left in a pass, a new random
+    permutation starts the next pass) and makes the damped projection (RAT, arXiv 2605.18591):
 
         r = y_τ − S_τ w
         w ← w + S_τᵀ (damping·b·I + S_τ S_τᵀ)⁻¹ r
 
-    Returns the d-vector iterate after ``iters`` block steps, starting from w = 0. With tiny
-    damping on a consistent system the iterates approach the minimum-norm solution
-    ``Sᵀ(SSᵀ)⁻¹y`` (every step stays in the row space of S). ``row_weights`` (length B,
-    positive) scales each block's Gram matrix column-wise, ``S_τS_τᵀ diag(w_τ)``, as RAT
-    does with clamped importance ratios.
+    Returns the d-vector iterate after ``iters`` block steps, starting from w = 0. Every step
+    stays in the row space of S, so with tiny damping on a consistent system (B ≤ d, S of
+    full row rank) the iterates approach the minimum-norm solution ``Sᵀ(SSᵀ)⁻¹y``; with
+    damping they stop at an error floor that grows with it. With positive ``row_weights`` ρ
+    each block step solves the importance-weighted problem instead (see
+    :func:`kaczmarz_block_coefficients`): ``w ← w + S_τᵀ D (damping·b·I + S_τS_τᵀ D)⁻¹ r``.
     """
     lam = check_positive("damping", damping)
     if not isinstance(S, Tensor) or S.dim() != 2:
@@ -209,14 +241,7 @@ def block_kaczmarz(
             order = torch.randperm(rows, generator=generator)
         tau, order = order[:block_size], order[block_size:]
         s_tau = S[tau]
-        gram = s_tau @ s_tau.T
-        if row_weights is not None:
-            gram = gram * row_weights[tau][None, :]
-        r = y[tau] - s_tau @ w
-        if row_weights is None:
-            w = w + s_tau.T @ solve_shifted_gram(gram, r, lam * block_size)
-        else:
-            # Non-symmetric weighted Gram: a general solve.
-            k = gram.to(torch.float64) + lam * block_size * torch.eye(block_size, dtype=torch.float64)
-            w = w + s_tau.T @ torch.linalg.solve(k, r.to(torch.float64)).to(S.dtype)
+        weights = None if row_weights is None else row_weights[tau]
+        coef = kaczmarz_block_coefficients(s_tau @ s_tau.T, y[tau] - s_tau @ w, lam, weights)
+        w = w + s_tau.T @ coef
     return w

@@ -80,6 +80,7 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool
     env = VectorEnv(config.env_id, config.num_envs, config.seed, config.max_episode_steps)
     agent = Agent(env.spec.obs_dim, env.spec.action_space, config.hidden, config.activation, config.normalize_obs)
     rule = methods.make(config.method, agent.actor, **config.method_kwargs)
+    rule.exact_cosine, rule.exact_damping = config.exact_cosine, config.exact_damping
     critic_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=config.critic_lr)
 
     log = RunLog(run_dir, tensorboard=config.tensorboard)

@@ -29,7 +29,7 @@ from torch.distributions import Distribution, Independent, kl_divergence
 
 from natpg.linalg import check_positive
 from natpg.policies import Actor
-from natpg.scores import ScoreBatch, compute_scores, flatten, trainable_parameters
+from natpg.scores import ScoreBatch, compute_scores, damped_natural_gradient, flatten, trainable_parameters
 
 __all__ = ["PolicyBatch", "UpdateRule", "PreconditionedRule", "cosine"]
 
@@ -82,6 +82,11 @@ class UpdateRule(ABC):
     name: ClassVar[str] = ""
     #: One-line description shown by ``natpg methods``.
     summary: ClassVar[str] = ""
+    #: Opt-in diagnostic (costly: a B×B Cholesky per update): log ``exact_cosine``, the cosine
+    #: between the applied step and the exact damped empirical-Fisher natural gradient at the
+    #: old parameters. Its damping: ``exact_damping``, else the rule's ``damping``, else 0.1.
+    exact_cosine: bool = False
+    exact_damping: float | None = None
 
     def __init__(self, actor: Actor, *, lr: float):
         self.actor = actor
@@ -120,6 +125,10 @@ class UpdateRule(ABC):
         grad = flatten(scores.weighted_sum(batch.advantages / n))
         mean_score = flatten(scores.weighted_sum(torch.full_like(batch.advantages, 1.0 / n)))
         score_norm_sq = float(scores.sq_norms().mean())
+        exact = None
+        if self.exact_cosine:
+            lam = self.exact_damping or getattr(self, "damping", None) or 0.1
+            exact = flatten(damped_natural_gradient(scores, batch.advantages, lam))
         del scores
         info = self._step(batch)
         step = flatten([p.detach() for p in self.params]) - old
@@ -137,6 +146,8 @@ class UpdateRule(ABC):
             log_prob_mean=float(log_prob.mean()),
             entropy=float(entropy),
         )
+        if exact is not None:
+            info["exact_cosine"] = cosine(step, exact.to(step.dtype))
         return info
 
     def state_dict(self) -> dict[str, Any]:

@@ -1,0 +1,238 @@
+"""K-FAC for the actor, ACKTR-style (Martens & Grosse 2015; Wu et al. 2017).
+
+Per linear layer ``y = W a + b`` the Fisher block is approximated by a Kronecker product,
+
+    F_l ≈ E[ā āᵀ] ⊗ E[δ δᵀ] =: A ⊗ G        (ā = (a, 1) when the layer has a bias),
+
+with ``δ = ∂ log π(ã|s)/∂y`` for actions ``ã`` *sampled from the policy* (so the true Fisher,
+not the empirical one), ``A`` and ``G`` running averages (decay ``stats_decay``). With the
+eigendecompositions ``A = Q_A Λ_A Q_Aᵀ``, ``G = Q_G Λ_G Q_Gᵀ`` the damped solve is exact for
+the Kronecker product (ACKTR's unfactored damping):
+
+    (A ⊗ G + λI)⁻¹ ∇W  =  Q_G [ (Q_Gᵀ ∇W̄ Q_A) ⊘ (λ_G λ_Aᵀ + λ) ] Q_Aᵀ
+
+(∇W̄ = [∇W | ∇b]). Parameters outside linear layers — the Gaussian log-std — get a diagonal
+Fisher, the running average of their squared per-sample scores under sampled actions (for a
+state-independent log-std the exact value is 2 per dimension). The step is rescaled as in
+ACKTR so that ``lr² ĝᵀg ≤ kl_clip`` (ĝ the preconditioned gradient; ``lr² ĝᵀg`` is twice the
+quadratic KL of a step ``lr·ĝ``), then taken by SGD with momentum (step ``lr·(1−momentum)``,
+ACKTR's convention).
+
+Failures are detected and recovered, never passed on as NaN: a non-finite factor statistic
+is skipped (or the running average reset from the batch); a failing eigendecomposition is
+retried with growing jitter; if it still fails the layer falls back to the plain gradient.
+``kfac_failures`` and ``kfac_jitter`` count these per update.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from natpg.linalg import check_positive
+from natpg.methods.cg import ObservedPreconditionedRule
+from natpg.methods.registry import register
+from natpg.scores import ScoreBatch, compute_scores
+
+__all__ = ["KFAC", "robust_eigh"]
+
+
+def _eigh(matrix: Tensor) -> tuple[Tensor, Tensor]:
+    """``torch.linalg.eigh``; a module-level seam so that tests can inject failures."""
+    return torch.linalg.eigh(matrix)
+
+
+def robust_eigh(matrix: Tensor, max_tries: int = 4) -> tuple[Tensor | None, Tensor | None, int]:
+    """Eigendecomposition of a symmetric PSD matrix in float64, with recovery.
+
+    Returns ``(eigenvalues clamped at 0, eigenvectors, jitter retries)``, or ``(None, None,
+    retries)`` if the matrix is not finite or every attempt failed. Retry k adds
+    ``10^(k−7) · mean|diag|`` to the diagonal.
+    """
+    m = matrix.to(torch.float64)
+    m = 0.5 * (m + m.T)
+    if not bool(torch.isfinite(m).all()):
+        return None, None, 0
+    scale = max(float(m.diagonal().abs().mean()), 1e-12)
+    eye = torch.eye(m.shape[0], dtype=m.dtype)
+    for k in range(max_tries + 1):
+        jitter = 0.0 if k == 0 else scale * 10.0 ** (k - 7)
+        try:
+            e, q = _eigh(m + jitter * eye)
+        except RuntimeError:  # torch.linalg.LinAlgError derives from RuntimeError
+            continue
+        if bool(torch.isfinite(e).all()) and bool(torch.isfinite(q).all()):
+            return e.clamp(min=0.0), q, k
+    return None, None, max_tries + 1
+
+
+@register
+class KFAC(ObservedPreconditionedRule):
+    """ACKTR-style K-FAC natural gradient with a KL-clipped step."""
+
+    name = "kfac"
+    summary = "K-FAC (ACKTR): Kronecker-factored Fisher of sampled actions per linear layer, KL-clipped step"
+
+    def __init__(
+        self,
+        actor,
+        *,
+        lr: float = 0.25,
+        kl_clip: float = 0.001,
+        damping: float = 0.01,
+        momentum: float = 0.9,
+        stats_decay: float = 0.99,
+        batch_size: int | None = None,
+    ):
+        try:
+            ok = 0.0 <= float(momentum) < 1.0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        try:
+            ok = 0.0 <= float(stats_decay) < 1.0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"stats_decay must be in [0, 1), got {stats_decay!r}")
+        self.momentum = float(momentum)
+        self.stats_decay = float(stats_decay)
+        super().__init__(actor, lr=lr, batch_size=batch_size)
+        self.kl_clip = check_positive("kl_clip", kl_clip)
+        self.damping = check_positive("damping", damping)
+        self._names = {id(m): name or "root" for name, m in actor.named_modules()}
+        #: Running factor statistics: module name -> {"A", "G"} (linear) or {"D"} (diagonal).
+        self.factors: dict[str, dict[str, Tensor]] = {}
+        self.failures_total = 0
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        # ACKTR: MomentumOptimizer(lr·(1−m), m), i.e. buf ← m·buf + u, θ ← θ − lr(1−m)·buf.
+        return torch.optim.SGD(self.params, lr=self.lr * (1.0 - self.momentum), momentum=self.momentum)
+
+    # -- statistics ---------------------------------------------------------------------------
+    @staticmethod
+    def batch_statistics(scores: ScoreBatch) -> dict[int, dict[str, Tensor]]:
+        """Factor statistics of one batch of scores (of sampled actions), keyed by id(module)."""
+        n = scores.num_samples
+        out: dict[int, dict[str, Tensor]] = {}
+        for block in scores.blocks:
+            delta = block.delta.reshape(n, -1).to(torch.float64)
+            if block.linear:
+                a = block.a.to(torch.float64)
+                if len(block.params) == 2:
+                    a = torch.cat([a, torch.ones(n, 1, dtype=a.dtype)], 1)
+                out[id(block.module)] = {"A": a.T @ a / n, "G": delta.T @ delta / n}
+            else:
+                out[id(block.module)] = {"D": (delta * delta).mean(0)}
+        return out
+
+    def _accumulate(self, batch_stats: dict[int, dict[str, Tensor]]) -> int:
+        failures = 0
+        for module_id, stats in batch_stats.items():
+            name = self._names[module_id]
+            running = self.factors.setdefault(name, {})
+            for key, value in stats.items():
+                if not bool(torch.isfinite(value).all()):
+                    failures += 1  # keep the old statistic
+                    continue
+                old = running.get(key)
+                if old is None or old.shape != value.shape or not bool(torch.isfinite(old).all()):
+                    if old is not None:
+                        failures += 1  # corrupted running average: restart from this batch
+                    running[key] = value.clone()
+                else:
+                    running[key] = self.stats_decay * old + (1.0 - self.stats_decay) * value
+        return failures
+
+    # -- preconditioning ----------------------------------------------------------------------
+    def _precondition_linear(self, name: str, g: Tensor) -> tuple[Tensor | None, int]:
+        """(A ⊗ G + λI)⁻¹ applied to the (out, in[+1]) gradient matrix ``g``; None on failure."""
+        stats = self.factors.get(name, {})
+        if "A" not in stats or "G" not in stats:
+            return None, 0
+        e_a, q_a, tries_a = robust_eigh(stats["A"])
+        e_g, q_g, tries_g = robust_eigh(stats["G"])
+        jitter = tries_a + tries_g
+        if e_a is None or e_g is None:
+            return None, jitter
+        g64 = g.to(torch.float64)
+        v = q_g.T @ g64 @ q_a
+        v = v / (e_g[:, None] * e_a[None, :] + self.damping)
+        out = q_g @ v @ q_a.T
+        if not bool(torch.isfinite(out).all()):
+            return None, jitter
+        return out.to(g.dtype), jitter
+
+    def direction(self, scores: ScoreBatch, advantages: Tensor | None, grad: Tensor):
+        if self.current_obs is None:
+            raise RuntimeError("kfac needs the observations: call update() or precondition_grads()")
+        obs = self.current_obs
+        with torch.no_grad():
+            sampled = self.actor.distribution(obs).sample()
+        fisher_scores, _, _ = compute_scores(self.actor, obs, sampled)
+        failures = self._accumulate(self.batch_statistics(fisher_scores))
+        del fisher_scores
+        jitter = 0
+
+        offsets: dict[int, tuple[int, int]] = {}
+        start = 0
+        for p in self.params:
+            offsets[id(p)] = (start, p.numel())
+            start += p.numel()
+        natural = grad.clone()
+        for block in scores.blocks:
+            name = self._names[id(block.module)]
+            if block.linear:
+                w = block.params[0]
+                ws, wn = offsets[id(w)]
+                gm = grad[ws : ws + wn].view_as(w)
+                if len(block.params) == 2:
+                    bs, bn = offsets[id(block.params[1])]
+                    gm = torch.cat([gm, grad[bs : bs + bn][:, None]], 1)
+                pre, tries = self._precondition_linear(name, gm)
+                jitter += tries
+                if pre is None:
+                    failures += 1  # plain-gradient fallback for this layer (natural keeps grad)
+                    continue
+                natural[ws : ws + wn] = pre[:, : w.shape[1]].reshape(-1)
+                if len(block.params) == 2:
+                    natural[bs : bs + bn] = pre[:, -1]
+            else:
+                p = block.params[0]
+                s, n = offsets[id(p)]
+                diag = self.factors.get(name, {}).get("D")
+                if diag is None or not bool(torch.isfinite(diag).all()):
+                    failures += 1
+                    continue
+                natural[s : s + n] = (grad[s : s + n].to(torch.float64) / (diag.reshape(-1) + self.damping)).to(grad.dtype)
+        if not bool(torch.isfinite(natural).all()):
+            failures += 1
+            natural = grad.clone()
+        # ACKTR's KL clipping: lr² ĝᵀg ≤ kl_clip.
+        vfv = self.lr**2 * float(torch.dot(natural, grad))
+        scale = min(1.0, math.sqrt(self.kl_clip / vfv)) if math.isfinite(vfv) and vfv > 0 else 1.0
+        self.failures_total += failures
+        info = {
+            "kfac_failures": float(failures),
+            "kfac_failures_total": float(self.failures_total),
+            "kfac_jitter": float(jitter),
+            "kfac_clip_scale": scale,
+            "kfac_vfv": vfv,
+        }
+        return scale * natural, info
+
+    # -- state --------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["factors"] = {name: {k: v.clone() for k, v in stats.items()} for name, stats in self.factors.items()}
+        state["failures_total"] = self.failures_total
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.factors = {name: {k: v.clone() for k, v in stats.items()} for name, stats in state.get("factors", {}).items()}
+        self.failures_total = int(state.get("failures_total", 0))
