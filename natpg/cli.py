@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mean/argmax")
 
     sub.add_parser("methods", help="list the registered update rules and their hyperparameters")
+    from natpg.bench.cli import add_subcommands as _add_bench_subcommands  # natpg bench | report
+
+    _add_bench_subcommands(sub)
     return parser
 
 
@@ -151,7 +154,9 @@ def _methods(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = {"train": _train, "eval": _eval, "methods": _methods}[args.command]
+    from natpg.bench.cli import HANDLERS as _BENCH_HANDLERS
+
+    handler = {"train": _train, "eval": _eval, "methods": _methods, **_BENCH_HANDLERS}[args.command]
     try:
         return handler(args)
     except (ValueError, CLIError) as exc:

@@ -1,0 +1,1 @@
+"""Benchmark harness: natpg bench (resumable sweeps, local or Ray) and natpg report."""

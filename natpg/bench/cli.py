@@ -1,0 +1,105 @@
+"""``natpg bench`` and ``natpg report`` (hooked into natpg.cli by :func:`add_subcommands`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_subcommands", "HANDLERS", "bench_main", "report_main"]
+
+
+def _split_list(values: list[str] | None) -> list[str] | None:
+    """``--methods smac ac-sgd`` and ``--methods smac,ac-sgd`` both work; a spec with ``:`` keeps its commas."""
+    if values is None:
+        return None
+    out = []
+    for v in values:
+        out.extend([v] if ":" in v else [p for p in v.split(",") if p])
+    return out
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    from natpg.bench.suites import _parse_value
+
+    key, eq, value = text.partition("=")
+    if not eq:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip().replace("-", "_"), _parse_value(value.strip())
+
+
+def add_subcommands(sub: argparse._SubParsersAction) -> None:
+    from natpg.bench.suites import SUITES
+
+    b = sub.add_parser(
+        "bench",
+        help="run a resumable sweep of (env, method, seed) training runs",
+        description="Run a sweep into OUT, one run directory per (env, method, seed). Rerunning the same "
+        "command skips finished runs and resumes interrupted ones. Suites: "
+        + "; ".join(f"{n}: {s.description}" for n, s in SUITES.items()),
+    )
+    b.add_argument("--suite", choices=sorted(SUITES), help="a named suite (envs, methods, seeds, budgets)")
+    b.add_argument("--envs", nargs="+", help="Gymnasium ids (override the suite's)")
+    b.add_argument("--methods", nargs="+", help="method specs: NAME or NAME:key=value (e.g. smac:batch_size=1, sb3-ppo)")
+    b.add_argument("--seeds", type=int, help="number of seeds 0..N-1 (default: the suite's, else 3)")
+    b.add_argument("--seed-start", type=int, default=0, help="first seed (default 0)")
+    b.add_argument("--steps", type=int, help="environment steps per run for every env (default: the suite's budget)")
+    b.add_argument("--workers", type=int, default=None, help="parallel runs (default: CPU cores)")
+    b.add_argument("--out", type=Path, required=True, help="sweep directory")
+    b.add_argument("--backend", choices=("local", "ray"), default="local")
+    b.add_argument("--ray-address", default=None, help="Ray cluster address (e.g. auto after `ray start --head`)")
+    b.add_argument("--preset", default="paper", help="hyperparameter preset (default: paper; 'none' for defaults)")
+    b.add_argument("--set", dest="overrides", type=_parse_override, action="append", default=[],
+                   help="KEY=VALUE trainer/method override applied to every natpg run (repeatable)")
+    b.add_argument("--skip-failed", action="store_true", help="do not retry runs that failed before")
+    b.add_argument("--no-progress", dest="progress", action="store_false")
+
+    r = sub.add_parser("report", help="tables and plots of a sweep directory (Table 1, Figures 1-5)")
+    r.add_argument("dirs", nargs="+", type=Path, help="sweep directories written by natpg bench")
+    r.add_argument("--out", type=Path, default=None, help="where to write (default: DIR/report)")
+    r.add_argument("--no-plots", dest="plots", action="store_false", help="tables only")
+
+
+def bench_main(args: argparse.Namespace) -> int:
+    from natpg.bench.suites import get_suite
+    from natpg.bench.sweep import run_sweep
+
+    suite = get_suite(args.suite) if args.suite else None
+    envs = _split_list(args.envs) or (list(suite.envs) if suite else None)
+    methods = _split_list(args.methods) or (suite.resolved_methods() if suite else None)
+    if not envs or not methods:
+        raise ValueError("give --suite NAME, or both --envs and --methods")
+    n_seeds = args.seeds if args.seeds is not None else (suite.seeds if suite else 3)
+    if n_seeds < 1:
+        raise ValueError(f"--seeds must be a positive integer, got {n_seeds}")
+    seeds = range(args.seed_start, args.seed_start + n_seeds)
+    preset = None if str(args.preset).lower() == "none" else args.preset
+    result = run_sweep(
+        args.out, envs, methods, seeds=seeds, steps=args.steps, workers=args.workers, backend=args.backend,
+        ray_address=args.ray_address, preset=preset, overrides=dict(args.overrides), skip_failed=args.skip_failed,
+        progress=args.progress, suite=suite, command="natpg " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        if os.path.basename(sys.argv[0]).startswith("natpg") else None,
+    )
+    if result.failed:
+        print(f"natpg bench: {len(result.failed)} run(s) failed (see error.json in their directories):", file=sys.stderr)
+        for key, err in result.failed.items():
+            print(f"  {key}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def report_main(args: argparse.Namespace) -> int:
+    from natpg.bench.report import write_report
+
+    out = args.out or (args.dirs[0] / "report")
+    files = write_report(args.dirs, out, plots=args.plots)
+    print(f"natpg report: wrote {len(files)} files to {out}")
+    for f in files:
+        print(f"  {f}")
+    return 0
+
+
+HANDLERS = {"bench": bench_main, "report": report_main}

@@ -1,0 +1,535 @@
+"""``natpg report DIR...``: the paper's Table 1 and Figures 1-5 from sweep directories.
+
+Writes into the report directory:
+
+* ``table1.md`` / ``table1.csv``: final return mean ± std over seeds per env × method (best
+  mean per env in bold), and beside it the paper's Table 1 for the methods it has;
+* ``thresholds.md`` / ``.csv``: environment steps until the return first reaches the
+  thresholds the paper states in its text (:data:`THRESHOLDS`);
+* ``timing.md`` / ``.csv``: mean actor+critic update time (ms) and steps/s per env × method;
+* ``status.md``: runs finished / failed / unfinished per env × method (partial results);
+* ``ablation.md`` and ``ablation_batch_size.png`` (Figure 1) when a directory holds SMAC at
+  several batch sizes (``smac@batch_size=N``, or ``smac-*`` variants) for one env;
+* ``learning_curves.png`` (Figures 2-3) and ``log_prob.png`` (Figures 4-5): per env, the
+  paper's smoothing (100 non-overlapping bins over the steps, bin means, then an
+  exponentially weighted mean over bins with smoothing factor 0.1), mean over seeds with
+  ±1 std shaded;
+* ``report.md``: all of the above in one page.
+
+The final return of a run is ``summary.json``'s ``final_return`` (mean return of the episodes
+that ended in the last 10% of the steps, natpg.trainer.final_return), for natpg and SB3 alike.
+Std over seeds is numpy's population std (ddof = 0).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from natpg.bench.suites import PAPER_METHODS, SB3_METHODS
+from natpg.presets import PAPER_ENVS
+from natpg.runlog import atomic_write_bytes
+
+__all__ = ["Run", "load_runs", "write_report", "binned_curve", "THRESHOLDS", "paper_table1"]
+
+#: Return thresholds stated in the paper's text (Section 6), with where each comes from.
+THRESHOLDS: dict[str, tuple[float, str]] = {
+    "Acrobot-v1": (-400.0, "the paper's stated Acrobot threshold"),
+    "CartPole-v1": (750.0, "75% of the maximum return (1000)"),
+    "Pendulum-v1": (-2226.0, "SMAC's final return in the paper (AC-CG 'matches' it)"),
+    "HalfCheetah-v5": (-444.6, "AC-CG's final return in the paper"),
+    "Hopper-v5": (303.8, "AC-Adam's final return in the paper"),
+    "Swimmer-v5": (23.8, "AC-CG's final (peak) return in the paper"),
+    "Walker2d-v5": (115.0, "the paper's stated Walker threshold (half of AC-CG's final)"),
+    "Humanoid-v5": (3175.0, "AC-CG's final return in the paper"),
+    "Pusher-v5": (-441.0, "the paper's stated Pusher threshold (AC-CG's final)"),
+}
+BINS = 100
+EWM_ALPHA = 0.1
+
+
+@dataclass
+class Run:
+    env_id: str
+    label: str
+    seed: int
+    path: Path
+    status: str  # done, failed, unfinished
+    summary: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    budget: int | None = None
+    _metrics: dict[str, np.ndarray] | None = field(default=None, repr=False)
+
+    def metrics(self) -> dict[str, np.ndarray]:
+        if self._metrics is None:
+            cols: dict[str, list[float]] = defaultdict(list)
+            path = self.path / "metrics.csv"
+            if path.exists():
+                with open(path, newline="") as f:
+                    for row in csv.DictReader(f):
+                        for k, v in row.items():
+                            try:
+                                cols[k].append(float(v) if v not in ("", None) else math.nan)
+                            except ValueError:
+                                cols[k].append(math.nan)
+            self._metrics = {k: np.asarray(v, dtype=float) for k, v in cols.items()}
+        return self._metrics
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def load_runs(dirs: Iterable[str | Path]) -> list[Run]:
+    """Every run directory (OUT/ENV/LABEL/seedS) under ``dirs``; a duplicate key keeps the first."""
+    runs: dict[tuple[str, str, int], Run] = {}
+    for d in dirs:
+        d = Path(d)
+        if not d.exists():
+            raise ValueError(f"{d} does not exist")
+        for seed_dir in sorted(d.glob("*/*/seed*")):
+            m = re.fullmatch(r"seed(\d+)", seed_dir.name)
+            if not m or not seed_dir.is_dir():
+                continue
+            config = _read_json(seed_dir / "config.json") or {}
+            env_id = config.get("env_id") or seed_dir.parent.parent.name
+            label, seed = seed_dir.parent.name, int(m.group(1))
+            summary = _read_json(seed_dir / "summary.json")
+            error = _read_json(seed_dir / "error.json")
+            if summary is not None:
+                status = "done"
+            elif error is not None:
+                status = "failed"
+            elif config:
+                status = "unfinished"
+            else:
+                continue
+            key = (env_id, label, seed)
+            if key in runs:
+                print(f"natpg report: {seed_dir} duplicates {runs[key].path}; keeping the first", file=sys.stderr)
+                continue
+            runs[key] = Run(env_id, label, seed, seed_dir, status, summary or {},
+                            (error or {}).get("error"), config.get("total_steps"))
+    return list(runs.values())
+
+
+def paper_table1() -> dict[str, dict[str, tuple[float, float]]]:
+    """The paper's Table 1 (packaged copy): env id → method → (mean, std)."""
+    text = resources.files("natpg.bench").joinpath("paper_table1.csv").read_text()
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for row in csv.DictReader(io.StringIO(text)):
+        env = row.pop("env_id")
+        out[env] = {}
+        for key in row:
+            if key.endswith("_mean"):
+                method = key[: -len("_mean")]
+                out[env][method] = (float(row[key]), float(row[f"{method}_std"]))
+    return out
+
+
+# ----------------------------------------------------------------------------- ordering
+
+
+def _env_order(envs: Iterable[str]) -> list[str]:
+    envs = set(envs)
+    return [e for e in PAPER_ENVS if e in envs] + sorted(envs - set(PAPER_ENVS))
+
+
+def _method_order(labels: Iterable[str]) -> list[str]:
+    labels = set(labels)
+    first = [m for m in PAPER_METHODS if m in labels]
+    last = [m for m in SB3_METHODS if m in labels]
+    return first + sorted(labels - set(first) - set(last)) + last
+
+
+def _fmt(x: float | None, digits: int | None = None) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    if digits is None:
+        digits = 1 if abs(x) < 1000 else 0
+    return f"{x:.{digits}f}".replace("-", "−")
+
+
+def _cell(mean: float, std: float, digits: int | None = None) -> str:
+    return f"{_fmt(mean, digits)} ± {_fmt(std, digits)}"
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def _final_stats(runs: list[Run]) -> dict[tuple[str, str], tuple[float, float, int]]:
+    groups: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in runs:
+        if r.status == "done" and r.summary.get("final_return") is not None:
+            groups[(r.env_id, r.label)].append(float(r.summary["final_return"]))
+    return {k: (float(np.mean(v)), float(np.std(v)), len(v)) for k, v in groups.items()}
+
+
+def table1(runs: list[Run]) -> tuple[str, str]:
+    stats = _final_stats(runs)
+    paper = paper_table1()
+    envs = _env_order({e for e, _ in stats})
+    methods = _method_order({m for _, m in stats})
+    paper_methods = [m for m in ("ac-sgd", "ac-adam", "ac-cg", "smac")]
+    header = ["env"] + methods + [f"paper {m}" for m in paper_methods]
+    md_rows, csv_rows = [], []
+    for env in envs:
+        best = max((stats[(env, m)][0] for m in methods if (env, m) in stats), default=None)
+        row = [env]
+        for m in methods:
+            if (env, m) not in stats:
+                row.append("–")
+                continue
+            mean, std, n = stats[(env, m)]
+            text = f"{_cell(mean, std)} ({n})"
+            row.append(f"**{text}**" if mean == best and len([1 for mm in methods if (env, mm) in stats]) > 1 else text)
+            p = paper.get(env, {}).get(m)
+            csv_rows.append([env, m, n, mean, std, p[0] if p else "", p[1] if p else "", int(mean == best)])
+        for m in paper_methods:
+            p = paper.get(env, {}).get(m)
+            row.append(_cell(*p) if p else "–")
+        md_rows.append(row)
+    md = _md_table(header, md_rows)
+    md += ("\nFinal return: mean of the episodes that ended in the last 10% of each run's steps; mean ± std over "
+           "seeds (number of seeds in brackets); best of our methods per env in bold. The `paper` columns are the "
+           "paper's Table 1 (5 seeds, its own — unstated, longer — budgets).\n")
+    return md, _csv_text(["env", "method", "seeds", "mean", "std", "paper_mean", "paper_std", "best"], csv_rows)
+
+
+def steps_to_threshold(run: Run, threshold: float) -> float | None:
+    """First logged timestep at which the recent-episode mean return reaches ``threshold``."""
+    m = run.metrics()
+    if "timesteps" not in m or "episode_return_mean" not in m:
+        return None
+    hit = np.nonzero(m["episode_return_mean"] >= threshold)[0]
+    return float(m["timesteps"][hit[0]]) if hit.size else None
+
+
+def thresholds_table(runs: list[Run]) -> tuple[str, str]:
+    done = [r for r in runs if r.status == "done" and r.env_id in THRESHOLDS]
+    envs = _env_order({r.env_id for r in done})
+    methods = _method_order({r.label for r in done})
+    md_rows, csv_rows = [], []
+    for env in envs:
+        thr = THRESHOLDS[env][0]
+        row = [env, _fmt(thr)]
+        for m in methods:
+            group = [r for r in done if r.env_id == env and r.label == m]
+            if not group:
+                row.append("–")
+                continue
+            hits = [steps_to_threshold(r, thr) for r in group]
+            reached = [h for h in hits if h is not None]
+            for r, h in zip(group, hits):
+                csv_rows.append([env, m, r.seed, thr, "" if h is None else int(h)])
+            row.append(f"{np.median(reached) / 1e3:.0f}k ({len(reached)}/{len(group)})" if reached else f"never (0/{len(group)})")
+        md_rows.append(row)
+    md = _md_table(["env", "threshold"] + methods, md_rows)
+    md += ("\nEnvironment steps until the mean return of the last 20 episodes first reaches the threshold: median "
+           "over the seeds that reached it (seeds that reached it / seeds). Thresholds, from the paper's text: "
+           + "; ".join(f"{e} {_fmt(t)} ({why})" for e, (t, why) in THRESHOLDS.items()) + ".\n")
+    return md, _csv_text(["env", "method", "seed", "threshold", "steps_to_threshold"], csv_rows)
+
+
+def timing_table(runs: list[Run]) -> tuple[str, str]:
+    done = [r for r in runs if r.status == "done"]
+    envs = _env_order({r.env_id for r in done})
+    methods = _method_order({r.label for r in done})
+    csv_rows = []
+    upd_rows, sps_rows = [], []
+    for env in envs:
+        u_row, s_row = [env], [env]
+        for m in methods:
+            group = [r for r in done if r.env_id == env and r.label == m]
+            if not group:
+                u_row.append("–"), s_row.append("–")
+                continue
+            upd = [r.summary.get("update_time_mean", math.nan) * 1e3 for r in group]
+            sps = [r.summary.get("steps_per_second", math.nan) for r in group]
+            u, s = float(np.nanmean(upd)) if np.isfinite(upd).any() else math.nan, float(np.nanmean(sps))
+            u_row.append(_fmt(u, 2 if u < 10 else 1))
+            s_row.append(_fmt(s, 0))
+            csv_rows.append([env, m, len(group), u, s])
+        upd_rows.append(u_row)
+        sps_rows.append(s_row)
+    md = ("Mean time of one update (actor + critic, ms; for SB3 the time of `train()` after each rollout):\n\n"
+          + _md_table(["env"] + methods, upd_rows)
+          + "\nEnvironment steps per second of wall time (rollouts + updates, one CPU thread per run):\n\n"
+          + _md_table(["env"] + methods, sps_rows))
+    return md, _csv_text(["env", "method", "seeds", "update_time_ms", "steps_per_second"], csv_rows)
+
+
+def status_table(runs: list[Run]) -> str:
+    envs = _env_order({r.env_id for r in runs})
+    methods = _method_order({r.label for r in runs})
+    rows = []
+    for env in envs:
+        row = [env]
+        for m in methods:
+            g = [r for r in runs if r.env_id == env and r.label == m]
+            if not g:
+                row.append("–")
+                continue
+            d = sum(r.status == "done" for r in g)
+            f = sum(r.status == "failed" for r in g)
+            u = sum(r.status == "unfinished" for r in g)
+            row.append(f"{d}" + (f" +{f} failed" if f else "") + (f" +{u} unfinished" if u else ""))
+        rows.append(row)
+    failed = [r for r in runs if r.status == "failed"]
+    text = "Runs finished per env × method (failed / unfinished runs noted):\n\n" + _md_table(["env"] + methods, rows)
+    if failed:
+        text += "\nFailed runs:\n\n" + "".join(f"- {r.env_id} {r.label} seed {r.seed}: {r.error}\n" for r in failed)
+    return text
+
+
+# ----------------------------------------------------------------------------- curves
+
+
+def binned_curve(x: np.ndarray, y: np.ndarray, x_max: float, bins: int = BINS, alpha: float = EWM_ALPHA) -> np.ndarray:
+    """The paper's smoothing: means of ``y`` in ``bins`` non-overlapping bins of ``x`` over
+    (0, x_max], empty bins carried forward, then an exponentially weighted mean over bins
+    (s_0 = b_0, s_k = α b_k + (1 − α) s_{k−1}). Bins before the first value are NaN."""
+    edges = np.linspace(0.0, x_max, bins + 1)
+    ok = np.isfinite(y) & np.isfinite(x)
+    x, y = x[ok], y[ok]
+    idx = np.clip(np.searchsorted(edges, x, side="left") - 1, 0, bins - 1)
+    sums = np.bincount(idx, weights=y, minlength=bins)
+    counts = np.bincount(idx, minlength=bins)
+    b = np.full(bins, np.nan)
+    b[counts > 0] = sums[counts > 0] / counts[counts > 0]
+    last = np.nan
+    for k in range(bins):  # carry forward over empty bins (e.g. bins narrower than a rollout)
+        if np.isnan(b[k]):
+            b[k] = last
+        else:
+            last = b[k]
+    s = np.full(bins, np.nan)
+    prev = np.nan
+    for k in range(bins):
+        if np.isnan(b[k]):
+            continue
+        prev = b[k] if np.isnan(prev) else alpha * b[k] + (1 - alpha) * prev
+        s[k] = prev
+    return s
+
+
+def _curves(runs: list[Run], column: str) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, int]]]:
+    """env → label → (bin centres, mean, std, seeds) of the smoothed ``column``."""
+    out: dict[str, dict[str, Any]] = defaultdict(dict)
+    done = [r for r in runs if r.status == "done"]
+    for env in _env_order({r.env_id for r in done}):
+        for label in _method_order({r.label for r in done if r.env_id == env}):
+            group = [r for r in done if r.env_id == env and r.label == label]
+            x_max = max(float(r.summary.get("steps") or r.budget or 0) for r in group)
+            curves = []
+            for r in group:
+                m = r.metrics()
+                if column in m and "timesteps" in m and np.isfinite(m[column]).any():
+                    curves.append(binned_curve(m["timesteps"], m[column], x_max))
+            if not curves or x_max <= 0:
+                continue
+            arr = np.vstack(curves)
+            with np.errstate(all="ignore"):
+                import warnings
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    mean, std = np.nanmean(arr, axis=0), np.nanstd(arr, axis=0)
+            centres = (np.arange(BINS) + 0.5) * x_max / BINS
+            out[env][label] = (centres, mean, std, len(curves))
+    return out
+
+
+def _plot_grid(data, ylabel: str, title: str, path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = list(data)
+    if not envs:
+        return None
+    ncols = min(3, len(envs))
+    nrows = math.ceil(len(envs) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.6 * nrows), squeeze=False)
+    labels = _method_order({l for env in envs for l in data[env]})
+    colors = {l: plt.get_cmap("tab10")(i % 10) for i, l in enumerate(labels)}
+    for ax, env in zip(axes.flat, envs):
+        for label, (x, mean, std, n) in data[env].items():
+            ax.plot(x, mean, color=colors[label], label=f"{label} ({n})", lw=1.5)
+            ax.fill_between(x, mean - std, mean + std, color=colors[label], alpha=0.2, lw=0)
+        ax.set_title(env)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
+    for ax in list(axes.flat)[len(envs):]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], color=colors[l], lw=2) for l in labels]
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.06 + 0.03 * (len(labels) > 6), 1, 0.93 if nrows == 1 else 0.96))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+# ----------------------------------------------------------------------------- ablation (Figure 1)
+
+
+def _smac_variant(label: str) -> str | None:
+    """A SMAC variant of the batch-size ablation: ``smac``, ``smac@batch_size=N``, ``smac-*``."""
+    if label == "smac" or re.fullmatch(r"smac@batch_size=\d+", label) or label.startswith("smac-"):
+        return label
+    return None
+
+
+def _ablation_runs(runs: list[Run]) -> dict[str, list[str]]:
+    by_env: dict[str, set[str]] = defaultdict(set)
+    for r in runs:
+        if r.status == "done" and _smac_variant(r.label):
+            by_env[r.env_id].add(r.label)
+    return {e: sorted(v, key=_batch_key) for e, v in by_env.items() if len(v) >= 2}
+
+
+def _batch_key(label: str) -> tuple[int, str]:
+    m = re.fullmatch(r"smac@batch_size=(\d+)", label)
+    if m:
+        return int(m.group(1)), label
+    return (10**9 if label == "smac" else 10**9 + 1), label
+
+
+def ablation(runs: list[Run], out: Path, plots: bool) -> tuple[str | None, list[Path]]:
+    envs = _ablation_runs(runs)
+    if not envs:
+        return None, []
+    rows = []
+    for env in _env_order(envs):
+        for label in envs[env]:
+            g = [r for r in runs if r.status == "done" and r.env_id == env and r.label == label]
+            fr = [r.summary["final_return"] for r in g if r.summary.get("final_return") is not None]
+            upd = [r.summary.get("update_time_mean", math.nan) * 1e3 for r in g]
+            wall = [r.summary.get("wall_time", math.nan) for r in g]
+            rows.append([env, label, str(len(g)), _cell(float(np.mean(fr)), float(np.std(fr))) if fr else "–",
+                         _fmt(float(np.mean(upd)), 2), _fmt(float(np.mean(wall)), 1)])
+    md = ("SMAC batch-size ablation (the paper's Figure 1; `smac` is batch-mean over the whole rollout, "
+          "B = 1000; `batch_size=1` is the single-sample Algorithm 1):\n\n"
+          + _md_table(["env", "variant", "seeds", "final return", "update ms", "wall s"], rows))
+    files = []
+    if plots:
+        data = {env: v for env, v in _curves([r for r in runs if r.env_id in envs and r.label in envs[r.env_id]],
+                                             "episode_return_mean").items()}
+        p = _plot_grid(data, "return", "SMAC: effect of batch size\n(Figure 1)", out / "ablation_batch_size.png")
+        if p:
+            files.append(p)
+    return md, files
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def _provenance(dirs: list[Path]) -> str:
+    lines = []
+    for d in dirs:
+        data = _read_json(d / "sweep.json")
+        if not data:
+            continue
+        for inv in data.get("invocations", []):
+            m = inv.get("machine", {})
+            lines.append(f"- `{inv.get('command')}` — started {inv.get('started')} on {m.get('hostname', '?')} "
+                         f"({m.get('cpu_model', m.get('processor', '?'))}, {m.get('cpu_count', '?')} CPUs, "
+                         f"torch {m.get('torch', '?')}), {inv.get('runs_pending')} of {inv.get('runs_planned')} runs to do"
+                         + (f"; unavailable: {', '.join(inv['unavailable'])}" if inv.get("unavailable") else ""))
+    return "\n".join(lines)
+
+
+def write_report(dirs: Iterable[str | Path], out: str | Path, plots: bool = True) -> list[Path]:
+    dirs = [Path(d) for d in dirs]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = load_runs(dirs)
+    if not runs:
+        raise ValueError(f"no run directories under {', '.join(map(str, dirs))}")
+    files: list[Path] = []
+
+    def put(name: str, text: str) -> None:
+        atomic_write_bytes(out / name, text.encode())
+        files.append(out / name)
+
+    t1_md, t1_csv = table1(runs)
+    put("table1.md", t1_md)
+    put("table1.csv", t1_csv)
+    th_md, th_csv = thresholds_table(runs)
+    put("thresholds.md", th_md)
+    put("thresholds.csv", th_csv)
+    tm_md, tm_csv = timing_table(runs)
+    put("timing.md", tm_md)
+    put("timing.csv", tm_csv)
+    st_md = status_table(runs)
+    put("status.md", st_md)
+    ab_md, ab_files = ablation(runs, out, plots)
+    if ab_md:
+        put("ablation.md", ab_md)
+    files.extend(ab_files)
+
+    figs = []
+    if plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("natpg report: matplotlib is not installed (pip install 'natpg[plots]'); tables only", file=sys.stderr)
+            plots = False
+    if plots:
+        p = _plot_grid(_curves(runs, "episode_return_mean"), "average return",
+                       "Return per episode\n(100 bins, EWM 0.1, mean ± std over seeds)", out / "learning_curves.png")
+        if p:
+            figs.append(p)
+        p = _plot_grid(_curves(runs, "log_prob_mean"), "average log π(a|s)",
+                       "Log-probability of the actions taken\n(100 bins, EWM 0.1, mean ± std over seeds)", out / "log_prob.png")
+        if p:
+            figs.append(p)
+        files.extend(figs)
+
+    parts = ["# natpg benchmark report\n", f"Sweep directories: {', '.join(f'`{d}`' for d in dirs)}\n"]
+    prov = _provenance(dirs)
+    if prov:
+        parts.append("Commands:\n\n" + prov + "\n")
+    parts += ["## Final returns (Table 1)\n", t1_md, "## Steps to threshold\n", th_md, "## Update time and throughput\n",
+              tm_md, "## Runs\n", st_md]
+    if ab_md:
+        parts += ["## Batch-size ablation (Figure 1)\n", ab_md]
+        parts += [f"![ablation]({p.name})\n" for p in ab_files]
+    if figs:
+        parts += ["## Curves (Figures 2-5)\n"] + [f"![{p.stem}]({p.name})\n" for p in figs]
+    put("report.md", "\n".join(parts))
+    return files

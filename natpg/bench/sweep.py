@@ -1,0 +1,425 @@
+"""A resumable sweep of training runs: one run directory per (env, method, seed).
+
+Layout under OUT::
+
+    OUT/sweep.json                     every invocation: command, date, machine, runs planned
+    OUT/ENV/METHOD_LABEL/seedS/        config.json, metrics.csv, summary.json, checkpoint.pt
+                                       (error.json instead of summary.json when the run failed)
+
+A run is finished iff ``summary.json`` exists. Rerunning the same command skips finished
+runs, retries failed ones (``--skip-failed`` keeps them), and resumes interrupted ones from
+``checkpoint.pt`` when the trainer supports resuming (else restarts them). Every file the
+harness writes is written atomically, and each run holds an exclusive lock on
+``OUT/.../seedS/.lock`` while it trains, so an orphaned worker of a killed sweep and a new
+sweep never train the same run at once.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import inspect
+import json
+import os
+import platform
+import shlex
+import signal
+import sys
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from natpg.bench.suites import SB3_METHODS, Suite, default_steps, method_label, parse_method_spec
+from natpg.runlog import atomic_write_json
+
+__all__ = ["RunSpec", "RunOutcome", "plan_runs", "run_status", "execute_run", "run_sweep", "machine_info"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    env_id: str
+    method_spec: str  # "smac" or "smac:batch_size=1" or "sb3-ppo"
+    seed: int
+    total_steps: int
+    preset: str | None
+    run_dir: str
+    overrides: tuple[tuple[str, Any], ...] = ()  # extra trainer/method overrides for every run
+
+    @property
+    def method(self) -> str:
+        return parse_method_spec(self.method_spec)[0]
+
+    @property
+    def label(self) -> str:
+        return method_label(self.method_spec)
+
+    @property
+    def key(self) -> str:
+        return f"{self.env_id}/{self.label}/seed{self.seed}"
+
+
+@dataclass
+class RunOutcome:
+    key: str
+    status: str  # "done", "failed", "skipped"
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+    wall_time: float = 0.0
+    resumed: bool = False
+
+
+def run_dir_for(out: Path, env_id: str, spec: str, seed: int) -> Path:
+    return Path(out) / env_id.replace(":", "_").replace("/", "_") / method_label(spec) / f"seed{seed}"
+
+
+def run_status(run_dir: Path) -> str:
+    """``done`` (summary.json), ``failed`` (error.json), ``partial`` (checkpoint or metrics), or ``new``."""
+    run_dir = Path(run_dir)
+    if (run_dir / "summary.json").exists():
+        return "done"
+    if (run_dir / "error.json").exists():
+        return "failed"
+    if (run_dir / "checkpoint.pt").exists() or (run_dir / "metrics.csv").exists():
+        return "partial"
+    return "new"
+
+
+def plan_runs(
+    out: Path,
+    envs: Iterable[str],
+    method_specs: Iterable[str],
+    seeds: Iterable[int],
+    steps: int | dict[str, int] | Callable[[str], int] | None = None,
+    preset: str | None = "paper",
+    overrides: dict[str, Any] | None = None,
+) -> list[RunSpec]:
+    """Every (env, method, seed) as a RunSpec, env-major (so a suite's tasks finish in order)."""
+    runs = []
+    extra = tuple(sorted((overrides or {}).items()))
+    for env_id in envs:
+        if steps is None:
+            n = default_steps(env_id)
+        elif isinstance(steps, int):
+            n = steps
+        elif isinstance(steps, dict):
+            n = steps.get(env_id, default_steps(env_id))
+        else:
+            n = steps(env_id)
+        for spec in method_specs:
+            for seed in seeds:
+                runs.append(RunSpec(env_id, spec, int(seed), int(n), preset, str(run_dir_for(out, env_id, spec, seed)), extra))
+    return runs
+
+
+def unavailable_methods(method_specs: Iterable[str]) -> dict[str, str]:
+    """Method specs that cannot run in this installation → why (unregistered, SB3 missing)."""
+    from natpg import methods
+
+    missing = {}
+    for spec in method_specs:
+        name, _ = parse_method_spec(spec)
+        if name in SB3_METHODS:
+            from natpg.bench.sb3_runner import sb3_missing
+
+            why = sb3_missing(name)
+            if why:
+                missing[spec] = why
+        elif name not in methods.available():
+            missing[spec] = f"method {name!r} is not registered in this natpg (available: {', '.join(methods.available())})"
+    return missing
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+
+    info = {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu_model"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        import natpg
+
+        info["natpg"] = natpg.__version__
+    except Exception:  # pragma: no cover
+        pass
+    return info
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+def _trainer_supports_resume() -> str | None:
+    """The keyword the trainer takes to resume from a checkpoint, if it has one."""
+    from natpg import trainer
+
+    params = inspect.signature(trainer.train).parameters
+    for name in ("resume",):
+        if name in params:
+            return name
+    return None
+
+
+def _train_natpg(spec: RunSpec, run_dir: Path) -> tuple[dict[str, Any], bool]:
+    from natpg.config import resolve_config
+    from natpg.trainer import train
+
+    name, method_overrides = parse_method_spec(spec.method_spec)
+    overrides = {**dict(spec.overrides), **method_overrides}
+    config = resolve_config(spec.env_id, name, spec.preset, total_steps=spec.total_steps, seed=spec.seed, torch_threads=1, **overrides)
+    resume_kw = _trainer_supports_resume()
+    resumed = resume_kw is not None and (run_dir / "checkpoint.pt").exists()
+    kwargs = {resume_kw: True} if resumed else {}
+    result = train(config, run_dir=run_dir, progress=False, **kwargs)
+    return result.summary, resumed
+
+
+def execute_run(spec: RunSpec) -> RunOutcome:
+    """Train one run into its directory; never raises (a failure becomes error.json)."""
+    import torch
+
+    torch.set_num_threads(1)
+    run_dir = Path(spec.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    lock = open(run_dir / ".lock", "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # waits for an orphaned worker of a killed sweep
+        if (run_dir / "summary.json").exists():
+            summary = json.loads((run_dir / "summary.json").read_text())
+            return RunOutcome(spec.key, "skipped", summary=summary)
+        try:
+            (run_dir / "error.json").unlink()
+        except FileNotFoundError:
+            pass
+        try:
+            if spec.method in SB3_METHODS:
+                from natpg.bench.sb3_runner import train_sb3
+
+                summary, resumed = train_sb3(spec, run_dir), False
+            else:
+                summary, resumed = _train_natpg(spec, run_dir)
+            return RunOutcome(spec.key, "done", summary=summary, wall_time=time.perf_counter() - start, resumed=resumed)
+        except Exception as exc:  # noqa: BLE001 - a failing run must not stop the sweep
+            err = {
+                "env_id": spec.env_id,
+                "method": spec.method_spec,
+                "seed": spec.seed,
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(),
+                "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "wall_time": time.perf_counter() - start,
+            }
+            atomic_write_json(run_dir / "error.json", err)
+            return RunOutcome(spec.key, "failed", error=err["error"], wall_time=err["wall_time"])
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+
+
+def _worker_init() -> None:
+    """One torch thread per worker; die with the parent (a SIGKILLed sweep leaves no trainers)."""
+    import torch
+
+    torch.set_num_threads(1)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            PR_SET_PDEATHSIG = 1
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except Exception:  # pragma: no cover
+            pass
+    if os.getppid() == 1:  # parent already gone
+        os._exit(1)
+
+
+# ----------------------------------------------------------------------------- backends
+
+
+def _local_backend(pending: list[RunSpec], workers: int, on_done: Callable[[RunOutcome, RunSpec], None]) -> None:
+    ctx = get_context("spawn")
+    queue = list(pending)
+    while queue:
+        broken = False
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+            futures = {}
+            # Keep at most `workers` runs in flight so an interrupted sweep leaves few partial runs.
+            while (queue or futures) and not broken:
+                while queue and len(futures) < workers:
+                    spec = queue.pop(0)
+                    futures[pool.submit(execute_run, spec)] = spec
+                done, _ = wait(list(futures), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    spec = futures.pop(fut)
+                    try:
+                        outcome = fut.result()
+                    except BrokenProcessPool as exc:
+                        broken = True
+                        outcome = _crashed(spec, exc)
+                    except Exception as exc:  # noqa: BLE001
+                        outcome = _crashed(spec, exc)
+                    on_done(outcome, spec)
+            if broken:
+                # A worker died (killed, out of memory): record the runs in flight, start a new pool.
+                for fut, spec in futures.items():
+                    on_done(_crashed(spec, RuntimeError("worker process died")), spec)
+                futures.clear()
+
+
+def _crashed(spec: RunSpec, exc: BaseException) -> RunOutcome:
+    err = {
+        "env_id": spec.env_id, "method": spec.method_spec, "seed": spec.seed,
+        "error": f"{type(exc).__name__}: {exc} (the worker process died)",
+        "traceback": "".join(traceback.format_exception(exc)),
+        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
+    if not (Path(spec.run_dir) / "summary.json").exists():
+        atomic_write_json(Path(spec.run_dir) / "error.json", err)
+    return RunOutcome(spec.key, "failed", error=err["error"])
+
+
+# ----------------------------------------------------------------------------- the sweep
+
+
+@dataclass
+class SweepResult:
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    wall_time: float = 0.0
+
+
+def _record_invocation(out: Path, entry: dict[str, Any]) -> None:
+    path = out / "sweep.json"
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        data = {"invocations": []}
+    data.setdefault("invocations", []).append(entry)
+    atomic_write_json(path, data)
+
+
+def run_sweep(
+    out: str | Path,
+    envs: Iterable[str],
+    method_specs: Iterable[str],
+    seeds: int | Iterable[int] = 3,
+    steps: int | dict[str, int] | None = None,
+    workers: int | None = None,
+    backend: str = "local",
+    ray_address: str | None = None,
+    preset: str | None = "paper",
+    overrides: dict[str, Any] | None = None,
+    skip_failed: bool = False,
+    progress: bool = True,
+    suite: Suite | None = None,
+    command: str | None = None,
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+) -> SweepResult:
+    """Run every missing (env, method, seed) of the sweep into ``out``; see the module doc."""
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    envs, method_specs = list(envs), list(method_specs)
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if workers < 1:
+        raise ValueError(f"--workers must be a positive integer, got {workers}")
+    for spec in method_specs:
+        parse_method_spec(spec)  # fail early on a malformed spec
+    result = SweepResult()
+    result.unavailable = unavailable_methods(method_specs)
+    for spec, why in result.unavailable.items():
+        log(f"natpg bench: skipping {spec}: {why}")
+    runnable = [m for m in method_specs if m not in result.unavailable]
+    runs = plan_runs(out, envs, runnable, seed_list, steps if steps is not None else (suite.steps_for if suite else None), preset, overrides)
+
+    pending = []
+    for spec in runs:
+        status = run_status(Path(spec.run_dir))
+        if status == "done" or (status == "failed" and skip_failed):
+            result.skipped.append(spec.key)
+        else:
+            pending.append(spec)
+
+    started = _dt.datetime.now(_dt.timezone.utc)
+    _record_invocation(out, {
+        "command": command or " ".join(shlex.quote(a) for a in sys.argv),
+        "started": started.isoformat(timespec="seconds"),
+        "suite": suite.name if suite else None,
+        "envs": envs, "methods": method_specs, "seeds": seed_list,
+        "steps": {e: (steps if isinstance(steps, int) else (steps or {}).get(e)) if steps is not None
+                  else (suite.steps_for(e) if suite else default_steps(e)) for e in envs},
+        "preset": preset, "overrides": overrides or {}, "backend": backend, "workers": workers,
+        "unavailable": result.unavailable, "machine": machine_info(),
+        "runs_planned": len(runs), "runs_pending": len(pending),
+    })
+    log(f"natpg bench: {len(runs)} runs planned, {len(result.skipped)} already finished, {len(pending)} to run "
+        f"on {backend} with {workers} worker(s); results in {out}")
+
+    total_steps = sum(r.total_steps for r in pending)
+    bar = tqdm(total=total_steps, unit="step", unit_scale=True, disable=not progress, dynamic_ncols=True,
+               desc=f"runs 0/{len(pending)}", file=sys.stderr)
+    start = time.perf_counter()
+    finished = 0
+
+    def on_done(outcome: RunOutcome, spec: RunSpec) -> None:
+        nonlocal finished
+        finished += 1
+        if outcome.status == "failed":
+            result.failed[outcome.key] = outcome.error or "?"
+            bar.write(f"FAILED {outcome.key}: {outcome.error}")
+        elif outcome.status == "skipped":
+            result.skipped.append(outcome.key)
+        else:
+            result.done.append(outcome.key)
+            s = outcome.summary or {}
+            fr = s.get("final_return")
+            bar.write(f"done {outcome.key}: final return {fr if fr is None else round(fr, 1)}, "
+                      f"{s.get('steps_per_second', float('nan')):.0f} steps/s{' (resumed)' if outcome.resumed else ''}")
+        bar.set_description(f"runs {finished}/{len(pending)}" + (f" ({len(result.failed)} failed)" if result.failed else ""))
+        bar.update(spec.total_steps)
+
+    try:
+        if not pending:
+            pass
+        elif backend == "local":
+            if workers == 1 and os.environ.get("NATPG_BENCH_INPROCESS") == "1":
+                for spec in pending:
+                    on_done(execute_run(spec), spec)
+            else:
+                _local_backend(pending, workers, on_done)
+        elif backend == "ray":
+            from natpg.bench.ray_backend import ray_backend
+
+            ray_backend(pending, workers, ray_address, on_done)
+        else:
+            raise ValueError(f"--backend must be local or ray, got {backend!r}")
+    finally:
+        bar.close()
+    result.wall_time = time.perf_counter() - start
+    log(f"natpg bench: {len(result.done)} runs finished, {len(result.failed)} failed, {len(result.skipped)} skipped "
+        f"in {result.wall_time:.0f} s")
+    return result
