@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -80,8 +79,8 @@ def bench_main(args: argparse.Namespace) -> int:
     result = run_sweep(
         args.out, envs, methods, seeds=seeds, steps=args.steps, workers=args.workers, backend=args.backend,
         ray_address=args.ray_address, preset=preset, overrides=dict(args.overrides), skip_failed=args.skip_failed,
-        progress=args.progress, suite=suite, command="natpg " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        if os.path.basename(sys.argv[0]).startswith("natpg") else None,
+        progress=args.progress, suite=suite,
+        command="natpg " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("bench"):]) if "bench" in sys.argv else None,
     )
     if result.failed:
         print(f"natpg bench: {len(result.failed)} run(s) failed (see error.json in their directories):", file=sys.stderr)
