@@ -54,6 +54,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--set", dest="overrides", type=_parse_override, action="append", default=[],
                    help="KEY=VALUE trainer/method override applied to every natpg run (repeatable)")
     b.add_argument("--skip-failed", action="store_true", help="do not retry runs that failed before")
+    b.add_argument("--order", choices=("seed", "env"), default="seed",
+                   help="seed: every env × method at seed 0 first, then seed 1, ... (default); env: one env at a time")
     b.add_argument("--no-progress", dest="progress", action="store_false")
 
     r = sub.add_parser("report", help="tables and plots of a sweep directory (Table 1, Figures 1-5)")
@@ -78,7 +80,7 @@ def bench_main(args: argparse.Namespace) -> int:
     preset = None if str(args.preset).lower() == "none" else args.preset
     result = run_sweep(
         args.out, envs, methods, seeds=seeds, steps=args.steps, workers=args.workers, backend=args.backend,
-        ray_address=args.ray_address, preset=preset, overrides=dict(args.overrides), skip_failed=args.skip_failed,
+        ray_address=args.ray_address, preset=preset, overrides=dict(args.overrides), skip_failed=args.skip_failed, order=args.order,
         progress=args.progress, suite=suite,
         command="natpg " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("bench"):]) if "bench" in sys.argv else None,
     )

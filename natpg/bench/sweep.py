@@ -97,23 +97,30 @@ def plan_runs(
     steps: int | dict[str, int] | Callable[[str], int] | None = None,
     preset: str | None = "paper",
     overrides: dict[str, Any] | None = None,
+    order: str = "seed",
 ) -> list[RunSpec]:
-    """Every (env, method, seed) as a RunSpec, env-major (so a suite's tasks finish in order)."""
-    runs = []
+    """Every (env, method, seed) as a RunSpec. ``order="seed"`` (default) runs every env and
+    method at the first seed before any second seed, so a sweep cut short still covers every
+    task; ``order="env"`` finishes one env (all methods and seeds) before the next."""
+    if order not in ("seed", "env"):
+        raise ValueError(f"--order must be seed or env, got {order!r}")
+    envs, method_specs, seeds = list(envs), list(method_specs), [int(s) for s in seeds]
     extra = tuple(sorted((overrides or {}).items()))
-    for env_id in envs:
+
+    def budget(env_id: str) -> int:
         if steps is None:
-            n = default_steps(env_id)
-        elif isinstance(steps, int):
-            n = steps
-        elif isinstance(steps, dict):
-            n = steps.get(env_id, default_steps(env_id))
-        else:
-            n = steps(env_id)
-        for spec in method_specs:
-            for seed in seeds:
-                runs.append(RunSpec(env_id, spec, int(seed), int(n), preset, str(run_dir_for(out, env_id, spec, seed)), extra))
-    return runs
+            return default_steps(env_id)
+        if isinstance(steps, int):
+            return steps
+        if isinstance(steps, dict):
+            return steps.get(env_id, default_steps(env_id))
+        return steps(env_id)
+
+    if order == "seed":
+        keys = [(e, m, s) for s in seeds for e in envs for m in method_specs]
+    else:
+        keys = [(e, m, s) for e in envs for m in method_specs for s in seeds]
+    return [RunSpec(e, m, s, int(budget(e)), preset, str(run_dir_for(out, e, m, s)), extra) for e, m, s in keys]
 
 
 def unavailable_methods(method_specs: Iterable[str]) -> dict[str, str]:
@@ -331,6 +338,7 @@ def run_sweep(
     preset: str | None = "paper",
     overrides: dict[str, Any] | None = None,
     skip_failed: bool = False,
+    order: str = "seed",
     progress: bool = True,
     suite: Suite | None = None,
     command: str | None = None,
@@ -354,7 +362,7 @@ def run_sweep(
     for spec, why in result.unavailable.items():
         log(f"natpg bench: skipping {spec}: {why}")
     runnable = [m for m in method_specs if m not in result.unavailable]
-    runs = plan_runs(out, envs, runnable, seed_list, steps if steps is not None else (suite.steps_for if suite else None), preset, overrides)
+    runs = plan_runs(out, envs, runnable, seed_list, steps if steps is not None else (suite.steps_for if suite else None), preset, overrides, order)
 
     pending = []
     for spec in runs:
@@ -372,7 +380,7 @@ def run_sweep(
         "envs": envs, "methods": method_specs, "seeds": seed_list,
         "steps": {e: (steps if isinstance(steps, int) else (steps or {}).get(e)) if steps is not None
                   else (suite.steps_for(e) if suite else default_steps(e)) for e in envs},
-        "preset": preset, "overrides": overrides or {}, "backend": backend, "workers": workers,
+        "preset": preset, "overrides": overrides or {}, "backend": backend, "workers": workers, "order": order,
         "unavailable": result.unavailable, "machine": machine_info(),
         "runs_planned": len(runs), "runs_pending": len(pending),
     })
