@@ -183,6 +183,18 @@ def _trainer_supports_resume() -> str | None:
     return None
 
 
+#: Files a (natpg or SB3) run writes; an interrupted run that cannot be resumed loses them.
+_RUN_FILES = ("config.json", "metrics.csv", "summary.json", "checkpoint.pt", "events.jsonl", "error.json")
+
+
+def _clear_run_files(run_dir: Path) -> None:
+    import shutil
+
+    for name in _RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "tb", ignore_errors=True)
+
+
 def _train_natpg(spec: RunSpec, run_dir: Path) -> tuple[dict[str, Any], bool]:
     from natpg.config import resolve_config
     from natpg.trainer import train
@@ -191,10 +203,13 @@ def _train_natpg(spec: RunSpec, run_dir: Path) -> tuple[dict[str, Any], bool]:
     overrides = {**dict(spec.overrides), **method_overrides}
     config = resolve_config(spec.env_id, name, spec.preset, total_steps=spec.total_steps, seed=spec.seed, torch_threads=1, **overrides)
     resume_kw = _trainer_supports_resume()
-    resumed = resume_kw is not None and (run_dir / "checkpoint.pt").exists()
-    kwargs = {resume_kw: True} if resumed else {}
-    result = train(config, run_dir=run_dir, progress=False, **kwargs)
-    return result.summary, resumed
+    if resume_kw is not None and (run_dir / "checkpoint.pt").exists():
+        try:
+            return train(config, run_dir=run_dir, progress=False, **{resume_kw: True}).summary, True
+        except Exception as exc:  # noqa: BLE001 - an unusable checkpoint: start the run again
+            print(f"natpg bench: cannot resume {spec.key} ({type(exc).__name__}: {exc}); restarting it", file=sys.stderr)
+    _clear_run_files(run_dir)  # an interrupted run without a usable checkpoint restarts from scratch
+    return train(config, run_dir=run_dir, progress=False).summary, False
 
 
 def execute_run(spec: RunSpec) -> RunOutcome:
@@ -211,14 +226,12 @@ def execute_run(spec: RunSpec) -> RunOutcome:
         if (run_dir / "summary.json").exists():
             summary = json.loads((run_dir / "summary.json").read_text())
             return RunOutcome(spec.key, "skipped", summary=summary)
-        try:
-            (run_dir / "error.json").unlink()
-        except FileNotFoundError:
-            pass
+        (run_dir / "error.json").unlink(missing_ok=True)
         try:
             if spec.method in SB3_METHODS:
                 from natpg.bench.sb3_runner import train_sb3
 
+                _clear_run_files(run_dir)  # SB3 runs restart from scratch
                 summary, resumed = train_sb3(spec, run_dir), False
             else:
                 summary, resumed = _train_natpg(spec, run_dir)

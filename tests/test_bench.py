@@ -1,0 +1,181 @@
+"""natpg bench / natpg report: the harness on the smoke suite with tiny budgets, both backends."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from natpg import methods
+from natpg.bench import report, suites, sweep
+from natpg.bench.sb3_runner import sb3_missing
+
+STEPS = 1000  # one update of T = 1000 (the paper preset's rollout)
+FAILING = "smac:damping=-1"  # the rule rejects a negative damping: the run must fail, the sweep go on
+
+
+def _smoke_specs() -> list[str]:
+    specs = list(suites.get_suite("smoke").resolved_methods())
+    specs += [m for m in ("sb3-ppo", "sb3-trpo") if sb3_missing(m) is None]
+    return specs + [FAILING]
+
+
+@pytest.fixture(scope="module")
+def smoke_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    envs = suites.get_suite("smoke").envs
+    result = sweep.run_sweep(out, envs, _smoke_specs(), seeds=1, steps=STEPS, workers=2, progress=False, log=lambda s: None)
+    return out, envs, result
+
+
+def test_smoke_suite_is_every_registered_method_on_two_tasks():
+    smoke = suites.get_suite("smoke")
+    assert smoke.resolved_methods() == methods.available()
+    assert len(smoke.envs) == 2
+    paper = suites.get_suite("paper")
+    assert set(paper.methods) == {"ac-sgd", "ac-adam", "ac-cg", "smac", "ac-sgd-matched"}
+    assert len(paper.envs) == 9
+    assert paper.steps_for("HalfCheetah-v5") == 1_000_000 and paper.steps_for("CartPole-v1") >= 300_000
+
+
+def test_local_sweep_runs_everything_and_records_the_failure(smoke_sweep):
+    out, envs, result = smoke_sweep
+    ok_specs = [s for s in _smoke_specs() if s != FAILING]
+    assert len(result.done) == len(envs) * len(ok_specs)
+    assert set(result.failed) == {f"{env}/{suites.method_label(FAILING)}/seed0" for env in envs}
+    for env in envs:
+        for spec in ok_specs:
+            run = sweep.run_dir_for(out, env, spec, 0)
+            summary = json.loads((run / "summary.json").read_text())
+            assert summary["steps"] >= STEPS and summary["steps_per_second"] > 0
+            assert (run / "metrics.csv").exists() and (run / "config.json").exists()
+        err = json.loads((sweep.run_dir_for(out, env, FAILING, 0) / "error.json").read_text())
+        assert "damping" in err["error"] and "Traceback" in err["traceback"]
+        assert not (sweep.run_dir_for(out, env, FAILING, 0) / "summary.json").exists()
+    log = json.loads((out / "sweep.json").read_text())
+    assert log["invocations"][0]["runs_planned"] == len(envs) * len(_smoke_specs())
+
+
+def test_rerun_skips_finished_runs_and_redoes_an_interrupted_one(smoke_sweep):
+    out, envs, _ = smoke_sweep
+    interrupted = sweep.run_dir_for(out, envs[0], "smac", 0)
+    (interrupted / "summary.json").unlink()  # as if killed after its checkpoint
+    finished = sweep.run_dir_for(out, envs[1], "ac-sgd", 0) / "summary.json"
+    before = finished.stat().st_mtime_ns
+    result = sweep.run_sweep(out, envs, ["smac", "ac-sgd", FAILING], seeds=1, steps=STEPS, workers=1,
+                             skip_failed=True, progress=False, log=lambda s: None)
+    assert result.done == [f"{envs[0]}/smac/seed0"]
+    assert not result.failed  # --skip-failed keeps the recorded failures
+    assert len(result.skipped) == 2 * 3 - 1
+    assert (interrupted / "summary.json").exists()
+    assert finished.stat().st_mtime_ns == before
+
+
+def test_report_writes_tables_and_plots(smoke_sweep, tmp_path):
+    out, envs, _ = smoke_sweep
+    files = report.write_report([out], tmp_path / "report")
+    names = {f.name for f in files}
+    assert {"table1.md", "table1.csv", "thresholds.md", "timing.md", "status.md", "report.md"} <= names
+    assert {"learning_curves.png", "log_prob.png"} <= names
+    for f in files:
+        assert f.stat().st_size > 0
+    t1 = (tmp_path / "report" / "table1.md").read_text()
+    for env in envs:
+        assert env in t1
+    assert "**" in t1 and "paper smac" in t1
+    assert "973.4 ± 29.8" in t1  # the paper's CartPole SMAC beside ours
+    assert "failed" in (tmp_path / "report" / "status.md").read_text()
+    rows = (tmp_path / "report" / "table1.csv").read_text().splitlines()
+    assert rows[0].startswith("env,method,seeds,mean,std")
+
+
+@pytest.mark.skipif(sb3_missing("sb3-ppo") is not None, reason="stable-baselines3 not installed (pip install 'natpg[sb3]')")
+def test_sb3_baseline_records_the_same_summary(smoke_sweep):
+    out, envs, _ = smoke_sweep
+    run = sweep.run_dir_for(out, envs[1], "sb3-ppo", 0)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["final_return"] is not None and summary["final_return_basis"]
+    assert summary["steps"] >= STEPS
+    config = json.loads((run / "config.json").read_text())
+    assert config["max_episode_steps"] == 1000 and config["library"] == "stable_baselines3.PPO"
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"timesteps", "episode_return_mean", "log_prob_mean", "update_time"} <= set(header)
+
+
+def test_ray_backend_runs_the_smoke_suite(tmp_path):
+    ray = pytest.importorskip("ray", reason="ray not installed (pip install 'natpg[ray]')")
+    envs = suites.get_suite("smoke").envs
+    specs = suites.get_suite("smoke").resolved_methods() + [FAILING]
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        result = sweep.run_sweep(tmp_path, envs, specs, seeds=1, steps=STEPS, workers=2, backend="ray",
+                                 progress=False, log=lambda s: None)
+    finally:
+        ray.shutdown()
+    assert len(result.done) == len(envs) * (len(specs) - 1)
+    assert len(result.failed) == len(envs)
+    # Same seeds, same code: the Ray runs reproduce the local ones exactly.
+    local = sweep.run_sweep(tmp_path / "local", envs[:1], ["smac"], seeds=1, steps=STEPS, workers=1,
+                            progress=False, log=lambda s: None)
+    assert local.done
+    a = json.loads((sweep.run_dir_for(tmp_path, envs[0], "smac", 0) / "summary.json").read_text())
+    b = json.loads((sweep.run_dir_for(tmp_path / "local", envs[0], "smac", 0) / "summary.json").read_text())
+    assert a["final_return"] == b["final_return"]
+
+
+def test_cli_bench_and_report(tmp_path, monkeypatch, capsys):
+    from natpg.cli import main
+
+    monkeypatch.setenv("NATPG_BENCH_INPROCESS", "1")
+    out = tmp_path / "sweep"
+    argv = ["bench", "--envs", "CartPole-v1", "--methods", "ac-sgd,smac", "--seeds", "1", "--steps", str(STEPS),
+            "--workers", "1", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    assert main(argv) == 0  # second time: everything skipped
+    assert "2 already finished" in capsys.readouterr().err
+    assert main(["report", str(out), "--no-plots"]) == 0
+    assert (out / "report" / "table1.md").exists()
+    assert main(["bench", "--envs", "CartPole-v1", "--methods", "nope", "--seeds", "1", "--steps", "1000",
+                 "--out", str(out)]) == 0  # an unregistered method is skipped with a message
+    assert "not registered" in capsys.readouterr().err
+    assert main(["bench", "--out", str(out)]) == 2  # neither a suite nor envs+methods
+
+
+def test_method_specs_and_labels():
+    assert suites.parse_method_spec("smac") == ("smac", {})
+    assert suites.parse_method_spec("smac:batch_size=1") == ("smac", {"batch_size": 1})
+    assert suites.parse_method_spec("ac-sgd:lr=0.01;batch_size=100") == ("ac-sgd", {"lr": 0.01, "batch_size": 100})
+    assert suites.method_label("smac:batch_size=1") == "smac@batch_size=1"
+    with pytest.raises(ValueError):
+        suites.parse_method_spec("smac:batch_size")
+
+
+def test_plan_order_seed_major_covers_every_task_first(tmp_path):
+    runs = sweep.plan_runs(tmp_path, ["A-v0", "B-v0"], ["x", "y"], [0, 1], steps=5)
+    assert [(r.env_id, r.method_spec, r.seed) for r in runs[:4]] == [("A-v0", "x", 0), ("A-v0", "y", 0), ("B-v0", "x", 0), ("B-v0", "y", 0)]
+    runs = sweep.plan_runs(tmp_path, ["A-v0", "B-v0"], ["x"], [0, 1], steps=5, order="env")
+    assert [(r.env_id, r.seed) for r in runs] == [("A-v0", 0), ("A-v0", 1), ("B-v0", 0), ("B-v0", 1)]
+
+
+def test_binned_curve_is_bin_means_then_ewm():
+    x = np.arange(1, 1001, dtype=float)  # one value per step, 10 per bin
+    y = np.repeat(np.arange(100, dtype=float), 10)
+    s = report.binned_curve(x, y, 1000.0)
+    expected, prev = [], None
+    for k in range(100):
+        prev = float(k) if prev is None else 0.1 * k + 0.9 * prev
+        expected.append(prev)
+    np.testing.assert_allclose(s, expected)
+    # Sparse logging: empty bins carry the last value forward; bins before the first value are NaN.
+    s = report.binned_curve(np.array([500.0, 1000.0]), np.array([1.0, 3.0]), 1000.0, bins=4)
+    assert math.isnan(s[0]) and s[1] == 1.0 and s[2] == 1.0 and s[3] == pytest.approx(0.1 * 3 + 0.9 * 1)
+
+
+def test_paper_table1_is_packaged():
+    t = report.paper_table1()
+    assert len(t) == 9 and t["HalfCheetah-v5"]["smac"] == (863.8, 38.7) and t["Walker2d-v5"]["ac-cg"] == (229.8, 23.9)
+    assert set(report.THRESHOLDS) == set(t)
