@@ -32,6 +32,8 @@ __all__ = [
 
 def check_positive(name: str, value: float) -> float:
     """Return ``value`` as a float if it is a finite number > 0, else raise ValueError."""
+    if isinstance(value, (bool, str, bytes)):  # float() would accept True and "0.5"
+        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -42,6 +44,11 @@ def check_positive(name: str, value: float) -> float:
 
 
 def check_finite(name: str, tensor: Tensor) -> None:
+    # A NaN or inf anywhere makes the sum non-finite, so a finite sum proves every entry
+    # finite in one fast pass (torch.isfinite(x).all() is ~20x slower on CPU); only a
+    # non-finite sum (possibly an overflow of finite entries) needs the exact test.
+    if tensor.numel() == 0 or bool(torch.isfinite(tensor.sum())):
+        return
     if not bool(torch.isfinite(tensor).all()):
         raise ValueError(f"{name} contains NaN or inf")
 
@@ -65,8 +72,12 @@ def sherman_morrison_solve(u: Tensor, g: Tensor, damping: float) -> Tensor:
     _check_vector("g", g)
     if u.shape != g.shape:
         raise ValueError(f"u and g must have the same length, got {u.numel()} and {g.numel()}")
+    if u.dtype != g.dtype:
+        raise ValueError(f"u and g must have the same dtype, got {u.dtype} and {g.dtype}")
     coef = torch.dot(u, g) / (lam * (lam + torch.dot(u, u)))
-    return g / lam - coef * u
+    if torch.is_grad_enabled() and (u.requires_grad or g.requires_grad):
+        return g / lam - coef * u  # keeps the graph through coef
+    return torch.add(g / lam, u, alpha=-float(coef))  # two passes over d, no other temporaries
 
 
 def sherman_morrison_solve_batched(u: Tensor, g: Tensor, damping: float) -> Tensor:

@@ -1,35 +1,224 @@
-"""SMAC: Sherman–Morrison actor-critic (arXiv 2601.18626), batch-mean form (Section 5.1).
+"""SMAC: Sherman–Morrison actor-critic (arXiv 2601.18626) — batch-mean and vectorised forms.
 
-The Fisher is approximated by ``λI + ℓ̄ℓ̄ᵀ`` with ℓ̄ the mean score of the batch; its
-inverse applied to the policy gradient costs O(d) by Sherman–Morrison:
+The Fisher is approximated by a rank-1 matrix plus damping, ``λI + u uᵀ``, whose inverse
+applied to a gradient costs O(d) by Sherman–Morrison (:func:`natpg.linalg.sherman_morrison_solve`).
+Three rules share that idea:
 
-    Δθ = η [ g/λ − ℓ̄ (ℓ̄ᵀg) / (λ² + λ‖ℓ̄‖²) ]
+- ``smac`` (batch-mean, the paper's Section 5.1, used for all its reported results):
+  ``u = ℓ̄`` the mean score of a minibatch of ``batch_size`` samples, one step per minibatch,
+  ``Δθ = η [ g/λ − ℓ̄ (ℓ̄ᵀg) / (λ² + λ‖ℓ̄‖²) ]``.
+- ``smac-single`` (Algorithm 1, :mod:`natpg.methods.smac_single`): one step per sample,
+  sequentially, each at the current parameters.
+- ``smac-vec`` (ours): every per-sample step of Algorithm 1 evaluated at the *same*
+  parameters and averaged, ``Δθ = η · mean_i A_i s_i / (λ + ‖s_i‖²)``; the per-sample norms
+  come from the factorised scores (no per-sample gradients, no Python loop over samples).
 
-Note ``E[s] = 0``, so ‖ℓ̄‖² ≈ tr(F̂)/B is small at large B: the step is then close to SGD
-with step η/λ (compare with the ``ac-sgd-matched`` control).
+Note ``E[s] = 0``, so ‖ℓ̄‖² ≈ tr(F̂)/B is small at large B: the batch-mean step is then close
+to SGD with step η/λ (compare with the ``ac-sgd-matched`` control; docs/smac.md).
+
+All three take the same opt-in **adaptive damping** (:class:`DampingControl`).
 """
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 from torch import Tensor
+from torch.distributions import Distribution, kl_divergence
 
 from natpg.linalg import check_positive, sherman_morrison_solve
-from natpg.methods.base import PreconditionedRule
+from natpg.methods.base import PolicyBatch, PreconditionedRule, _detached
 from natpg.methods.registry import register
-from natpg.scores import ScoreBatch, flatten
+from natpg.policies import Actor
+from natpg.scores import ScoreBatch, compute_scores, flatten
+
+__all__ = ["DampingControl", "SMAC", "SMACVec"]
+
+#: Adaptive damping leaves λ alone while the realised KL is within this factor of the target.
+KL_BAND = 2.0
+
+
+class DampingControl:
+    """The damping λ of a SMAC rule, optionally adapted Levenberg–Marquardt style.
+
+    When ``adaptive``, after every update the realised ``KL(π_old ‖ π_new)`` on the batch is
+    compared with ``kl_target``: above ``KL_BAND·kl_target`` the step was too long and λ is
+    multiplied by ``factor``; below ``kl_target/KL_BAND`` it is divided by ``factor``; λ stays
+    within ``[minimum, maximum]``. The new λ applies from the next update (no step is undone).
+    Since every SMAC step scales like 1/λ (exactly so for batch-mean SMAC away from ℓ̄),
+    this is a trust-region control of the step length in KL. A non-finite KL counts as
+    too long.
+    """
+
+    def __init__(self, damping: float, adaptive: bool = False, kl_target: float = 0.01, factor: float = 1.5,
+                 minimum: float = 1e-4, maximum: float = 1e4):
+        self.damping = check_positive("damping", damping)
+        if not isinstance(adaptive, bool):
+            raise ValueError(f"adaptive_damping must be True or False, got {adaptive!r}")
+        self.adaptive = adaptive
+        self.kl_target = check_positive("kl_target", kl_target)
+        self.factor = check_positive("damping_factor", factor)
+        if self.factor <= 1.0:
+            raise ValueError(f"damping_factor must be > 1, got {factor!r}")
+        self.minimum = check_positive("damping_min", minimum)
+        self.maximum = check_positive("damping_max", maximum)
+        if not self.minimum <= self.maximum:
+            raise ValueError(f"damping_min ({minimum!r}) must be at most damping_max ({maximum!r})")
+        if adaptive and not self.minimum <= self.damping <= self.maximum:
+            raise ValueError(f"damping {damping!r} must lie in [damping_min, damping_max] = [{minimum!r}, {maximum!r}]")
+
+    def before(self, actor: Actor, obs: Tensor) -> Distribution | None:
+        """π_old on the batch (detached) when adapting, else None. Call before the step."""
+        if not self.adaptive:
+            return None
+        with torch.no_grad():
+            return _detached(actor.distribution(obs))
+
+    def after(self, actor: Actor, obs: Tensor, old: Distribution | None) -> dict[str, float]:
+        """Adapt λ from the realised KL of the step just taken; returns diagnostics (empty
+        when not adapting: the common ``kl`` diagnostic is logged anyway)."""
+        if old is None:
+            return {}
+        with torch.no_grad():
+            kl = float(kl_divergence(old, actor.distribution(obs)).mean())
+        self.observe(kl)
+        return {"adapt_kl": kl, "damping_next": self.damping}
+
+    def observe(self, kl: float) -> None:
+        """The control law: λ up by ``factor`` above the band, down below it, within bounds."""
+        if not math.isfinite(kl) or kl > KL_BAND * self.kl_target:
+            self.damping = min(self.damping * self.factor, self.maximum)
+        elif kl < self.kl_target / KL_BAND:
+            self.damping = max(self.damping / self.factor, self.minimum)
+
+    def load(self, state: dict[str, Any]) -> None:
+        if "damping" in state:
+            self.damping = float(state["damping"])
+
+
+class _SMACRule(PreconditionedRule):
+    """Shared by ``smac`` and ``smac-vec``: damping (fixed or adaptive), one optimizer step
+    per minibatch of ``batch_size`` samples, a ``steps`` diagnostic."""
+
+    def __init__(
+        self,
+        actor,
+        *,
+        lr: float,
+        damping: float,
+        batch_size: int | None,
+        adaptive_damping: bool,
+        kl_target: float,
+        damping_factor: float,
+        damping_min: float,
+        damping_max: float,
+    ):
+        super().__init__(actor, lr=lr, batch_size=batch_size)
+        self.control = DampingControl(damping, adaptive_damping, kl_target, damping_factor, damping_min, damping_max)
+
+    @property
+    def damping(self) -> float:
+        return self.control.damping
+
+    def _minibatch_direction(self, scores: ScoreBatch, advantages: Tensor) -> tuple[Tensor, dict[str, float]]:
+        grad = flatten(scores.weighted_sum(advantages / scores.num_samples))
+        return self.direction(scores, advantages, grad)
+
+    def _step(self, batch: PolicyBatch) -> dict[str, float]:
+        old = self.control.before(self.actor, batch.obs)
+        damping = self.control.damping
+        totals: dict[str, float] = {}
+        minibatches = list(batch.minibatches(self.batch_size))
+        for mb in minibatches:
+            scores, _, _ = compute_scores(self.actor, mb.obs, mb.actions)
+            direction, info = self._minibatch_direction(scores, mb.advantages)
+            del scores
+            self._write_grads(direction)
+            self.optimizer.step()
+            for key, value in info.items():
+                totals[key] = totals.get(key, 0.0) + value / len(minibatches)
+        totals.update(damping=damping, steps=float(len(minibatches)))
+        totals.update(self.control.after(self.actor, batch.obs, old))
+        return totals
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "damping": self.control.damping}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.control.load(state)
 
 
 @register
-class SMAC(PreconditionedRule):
+class SMAC(_SMACRule):
+    """Batch-mean SMAC: ``Δθ = η (λI + ℓ̄ℓ̄ᵀ)⁻¹ g`` per minibatch of ``batch_size`` samples
+    (None: the whole rollout). ``batch_size=1`` is Algorithm 1 exactly (ℓ̄ = s_i, g = A_i s_i)."""
+
     name = "smac"
     summary = "Sherman–Morrison rank-1 damped Fisher on the batch-mean score (paper's B-batch variant)"
 
-    def __init__(self, actor, *, lr: float = 5e-3, damping: float = 0.1, batch_size: int | None = None):
-        super().__init__(actor, lr=lr, batch_size=batch_size)
-        self.damping = check_positive("damping", damping)
+    def __init__(
+        self,
+        actor,
+        *,
+        lr: float = 5e-3,
+        damping: float = 0.1,
+        batch_size: int | None = None,
+        adaptive_damping: bool = False,
+        kl_target: float = 0.01,
+        damping_factor: float = 1.5,
+        damping_min: float = 1e-4,
+        damping_max: float = 1e4,
+    ):
+        super().__init__(actor, lr=lr, damping=damping, batch_size=batch_size, adaptive_damping=adaptive_damping,
+                         kl_target=kl_target, damping_factor=damping_factor, damping_min=damping_min, damping_max=damping_max)
 
     def direction(self, scores: ScoreBatch, advantages: Tensor | None, grad: Tensor):
         n = scores.num_samples
         mean_score = flatten(scores.weighted_sum(torch.full((n,), 1.0 / n, dtype=grad.dtype)))
-        return sherman_morrison_solve(mean_score, grad, self.damping), {"damping": self.damping}
+        return sherman_morrison_solve(mean_score, grad, self.damping), {}
+
+
+@register
+class SMACVec(_SMACRule):
+    """Vectorised per-sample SMAC: ``Δθ = η · mean_i A_i s_i / (λ + ‖s_i‖²)``.
+
+    Algorithm 1's per-sample steps, all taken at the same parameters and averaged (so
+    ``lr = B·η`` equals the *sum* of those steps, a Jacobi sweep where Algorithm 1 is
+    Gauss–Seidel). Cost: the plain gradient's, plus O(B·Σ(in+out)) for the norms.
+    Needs the advantages: in :meth:`precondition_grads` the existing ``.grad`` is ignored.
+    """
+
+    name = "smac-vec"
+    summary = "per-sample Sherman–Morrison steps at the same θ, averaged in one pass (ours)"
+
+    def __init__(
+        self,
+        actor,
+        *,
+        lr: float = 0.5,
+        damping: float = 1.0,
+        batch_size: int | None = None,
+        adaptive_damping: bool = False,
+        kl_target: float = 0.01,
+        damping_factor: float = 1.5,
+        damping_min: float = 1e-4,
+        damping_max: float = 1e4,
+    ):
+        super().__init__(actor, lr=lr, damping=damping, batch_size=batch_size, adaptive_damping=adaptive_damping,
+                         kl_target=kl_target, damping_factor=damping_factor, damping_min=damping_min, damping_max=damping_max)
+
+    def _minibatch_direction(self, scores: ScoreBatch, advantages: Tensor) -> tuple[Tensor, dict[str, float]]:
+        return self.direction(scores, advantages, None)
+
+    def direction(self, scores: ScoreBatch, advantages: Tensor | None, grad: Tensor | None):
+        if advantages is None:
+            raise ValueError(
+                "smac-vec weights each sample by its own advantage: pass advantages to "
+                "precondition_grads(obs, actions, advantages)"
+            )
+        scale = 1.0 / (self.damping + scores.sq_norms())
+        direction = flatten(scores.weighted_sum(advantages * scale / scores.num_samples))
+        return direction, {"step_scale_mean": float(scale.mean())}
