@@ -12,6 +12,11 @@ from gymnasium import spaces
 
 __all__ = ["EnvSpec", "check_env_id", "make_env", "VectorEnv", "describe_space"]
 
+try:  # the clip ufunc itself: np.clip's Python wrapper layers cost ~1.5 µs a call
+    from numpy._core.umath import clip as _clip
+except ImportError:  # pragma: no cover - other numpy layouts
+    _clip = np.clip
+
 
 def _import_module_of(env_id: str) -> str:
     """``module:EnvId`` imports ``module`` (which registers EnvId) and returns ``EnvId``."""
@@ -99,8 +104,9 @@ class VectorEnv:
         self._clip = (space.low, space.high) if isinstance(space, spaces.Box) else None
         self.seed = seed
         self.obs = np.zeros((num_envs, self.spec.obs_dim), dtype=np.float32)
-        self.episode_returns = np.zeros(num_envs)
-        self.episode_lengths = np.zeros(num_envs, dtype=np.int64)
+        # Python lists: per-step scalar updates on them cost ~20 ns against ~0.5 µs for numpy.
+        self.episode_returns = [0.0] * num_envs
+        self.episode_lengths = [0] * num_envs
         for i, e in enumerate(self.envs):
             e.action_space.seed(seed + i)
             self.obs[i], _ = e.reset(seed=seed + i)
@@ -110,28 +116,40 @@ class VectorEnv:
         return len(self.envs)
 
     def step(self, actions: np.ndarray) -> StepResult:
-        if self._clip is not None:
-            actions = np.clip(actions, *self._clip)
         n = self.num_envs
         rewards = np.empty(n)
-        terminated = np.zeros(n, dtype=bool)
-        truncated = np.zeros(n, dtype=bool)
+        terminated = np.empty(n, dtype=bool)
+        truncated = np.empty(n, dtype=bool)
         final_obs = np.empty_like(self.obs)
+        finished = self.step_into(actions, rewards, terminated, truncated, final_obs)
+        return StepResult(self.obs.copy(), rewards, terminated, truncated, final_obs, finished)
+
+    def step_into(
+        self, actions: np.ndarray, rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray, final_obs: np.ndarray
+    ) -> list[tuple[float, int]]:
+        """The allocation-free core of :meth:`step` (the rollout's hot loop): writes the (N,)
+        rewards, terminated, truncated and (N, obs_dim) final observations into the given
+        arrays (rows of a rollout buffer), updates ``self.obs`` in place and returns the
+        (return, length) of the episodes that ended (usually an empty list)."""
+        if self._clip is not None:
+            actions = _clip(actions, *self._clip)
         finished = []
+        returns, lengths = self.episode_returns, self.episode_lengths
         for i, env in enumerate(self.envs):
             obs, reward, term, trunc, _ = env.step(actions[i])
             rewards[i] = reward
-            terminated[i], truncated[i] = term, trunc
+            terminated[i] = term
+            truncated[i] = trunc
             final_obs[i] = obs
-            self.episode_returns[i] += reward
-            self.episode_lengths[i] += 1
+            returns[i] += float(reward)
+            lengths[i] += 1
             if term or trunc:
-                finished.append((float(self.episode_returns[i]), int(self.episode_lengths[i])))
-                self.episode_returns[i] = 0.0
-                self.episode_lengths[i] = 0
+                finished.append((returns[i], lengths[i]))
+                returns[i] = 0.0
+                lengths[i] = 0
                 obs, _ = env.reset()
             self.obs[i] = obs
-        return StepResult(self.obs.copy(), rewards, terminated, truncated, final_obs, finished)
+        return finished
 
     def close(self) -> None:
         for e in self.envs:

@@ -30,27 +30,27 @@ class Rollout:
 
 
 def collect(env: VectorEnv, policy: NumpyPolicy, steps: int, rng: np.random.Generator) -> Rollout:
-    """Step ``env`` for ``steps`` rounds (``steps × num_envs`` transitions) with ``policy``."""
+    """Step ``env`` for ``steps`` rounds (``steps × num_envs`` transitions) with ``policy``.
+
+    The hot loop allocates nothing per step: the sampling noise is drawn once
+    (:meth:`NumpyPolicy.draw_noise`), and the policy and the environments write straight into
+    rows of the preallocated rollout arrays.
+    """
     n, obs_dim = env.num_envs, env.spec.obs_dim
     obs = np.empty((steps, n, obs_dim), dtype=np.float32)
     next_obs = np.empty_like(obs)
     rewards = np.empty((steps, n), dtype=np.float64)
     terminated = np.empty((steps, n), dtype=bool)
     truncated = np.empty((steps, n), dtype=bool)
-    actions = None
+    actions = policy.action_array(steps, n)
+    noise = policy.draw_noise(rng, steps, n)
     finished = []
-    for t in range(steps):
-        obs[t] = env.obs
-        action = policy.sample(env.obs, rng)
-        if actions is None:
-            actions = np.empty((steps, *action.shape), dtype=action.dtype)
-        actions[t] = action
-        result = env.step(action)
-        rewards[t] = result.rewards
-        terminated[t] = result.terminated
-        truncated[t] = result.truncated
-        next_obs[t] = result.final_obs
-        finished.extend((t, ret, length) for ret, length in result.finished)
+    act, step_into, current = policy.act, env.step_into, env.obs
+    for t, (o, z, a, r, term, trunc, final) in enumerate(zip(obs, noise, actions, rewards, terminated, truncated, next_obs)):
+        o[...] = current
+        ended = step_into(act(o, z, a), r, term, trunc, final)
+        if ended:
+            finished.extend((t, ret, length) for ret, length in ended)
     return Rollout(obs, actions, rewards, terminated, truncated, next_obs, finished)
 
 
@@ -77,9 +77,23 @@ def gae(
     """
     done = terminated | truncated
     deltas = rewards + gamma * np.where(terminated, 0.0, next_values) - values
-    advantages = np.zeros_like(deltas)
-    running = np.zeros(deltas.shape[1:])
-    for t in range(deltas.shape[0] - 1, -1, -1):
-        running = deltas[t] + gamma * gae_lambda * np.where(done[t], 0.0, running)
-        advantages[t] = running
-    return advantages
+    decay = gamma * gae_lambda
+    steps, n = deltas.shape
+    if n > 32:  # many envs: one numpy step per time index
+        advantages = np.zeros_like(deltas)
+        running = np.zeros(deltas.shape[1:])
+        for t in range(steps - 1, -1, -1):
+            running = deltas[t] + decay * np.where(done[t], 0.0, running)
+            advantages[t] = running
+        return advantages
+    # Few envs (the usual case): the same recursion on Python floats, env by env — ~20x
+    # cheaper than numpy calls on length-n rows, and the same IEEE double operations.
+    columns = []
+    for d, ends in zip(deltas.T.tolist(), done.T.tolist()):
+        running = 0.0
+        column = [0.0] * steps
+        for t in range(steps - 1, -1, -1):
+            running = d[t] + decay * (0.0 if ends[t] else running)
+            column[t] = running
+        columns.append(column)
+    return np.array(columns, dtype=deltas.dtype).T.copy()
