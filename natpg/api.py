@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from natpg.config import TrainConfig, resolve_config
+from natpg.config import Range, TrainConfig, resolve_config
 from natpg.envs import VectorEnv
 from natpg.policies import Agent, NumpyPolicy
+from natpg.runlog import read_checkpoint
 from natpg.trainer import TrainResult
 from natpg.trainer import train as _train
 
@@ -27,6 +27,8 @@ def train(
     preset: str | None = None,
     out: str | Path | None = None,
     progress: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
     **hyperparameters: Any,
 ) -> TrainResult:
     """Train ``method`` on the Gymnasium environment ``env_id``.
@@ -35,10 +37,18 @@ def train(
     (``rollout_steps=1000``, ``hidden=(64, 64)``, ``critic_lr``, ``gamma``, ...) and the
     method's own (``lr``, ``damping``, ``batch_size``, ...). Explicit values override the
     ``preset``. With ``out`` a run directory is written (config.json, metrics.csv,
-    summary.json, checkpoint.pt). Returns the summary, the trained agent and the metrics.
+    summary.json, checkpoint.pt); an existing one is an error unless ``overwrite=True``
+    (replace it) or ``resume=True`` (continue it from its checkpoint, which must have been
+    made with the same settings except ``total_steps``; without a checkpoint it starts
+    afresh). Returns the summary, the trained agent and the metrics.
+
+    Bad input raises ValueError (naming the setting, the value and the valid range) before
+    any environment is created; :class:`natpg.trainer.TrainingStopped` is raised when
+    updates keep going non-finite, and :class:`natpg.envs.EnvironmentFault` when the
+    environment returns NaN/inf (unless ``skip_nonfinite=True``).
     """
     config = resolve_config(env_id, method, preset, total_steps=total_steps, seed=seed, **hyperparameters)
-    return _train(config, run_dir=out, progress=progress)
+    return _train(config, run_dir=out, progress=progress, resume=resume, overwrite=overwrite)
 
 
 def load_run(run_dir: str | Path) -> tuple[TrainConfig, Agent]:
@@ -48,11 +58,14 @@ def load_run(run_dir: str | Path) -> tuple[TrainConfig, Agent]:
     for p in (config_path, ckpt_path):
         if not p.exists():
             raise ValueError(f"{run_dir} is not a natpg run directory: {p.name} is missing")
-    config = TrainConfig.from_dict(json.loads(config_path.read_text()))
+    try:
+        config = TrainConfig.from_dict(json.loads(config_path.read_text()))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"{config_path} is unreadable ({type(exc).__name__}: {exc})") from None
     env = VectorEnv(config.env_id, 1, 0, config.max_episode_steps)
     agent = Agent(env.spec.obs_dim, env.spec.action_space, config.hidden, config.activation, config.normalize_obs)
     env.close()
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    state = read_checkpoint(ckpt_path)
     agent.load_state_dict(state["agent"])
     return config, agent
 
@@ -60,8 +73,8 @@ def load_run(run_dir: str | Path) -> tuple[TrainConfig, Agent]:
 def evaluate(run_dir: str | Path, episodes: int = 10, seed: int = 10_000, deterministic: bool = True) -> dict[str, Any]:
     """Run ``episodes`` full episodes with the saved policy (mean action / most likely
     action unless ``deterministic=False``); returns mean, std and the returns."""
-    if episodes < 1:
-        raise ValueError(f"--episodes must be a positive integer, got {episodes!r}")
+    Range("int", 1).check("--episodes", episodes)
+    Range("int", 0, 2**32 - 1).check("--seed", seed)
     config, agent = load_run(run_dir)
     env = VectorEnv(config.env_id, 1, seed, config.max_episode_steps)
     policy = NumpyPolicy(agent)

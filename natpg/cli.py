@@ -8,8 +8,8 @@ without touching this file.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
-import shutil
 import sys
 import typing
 from dataclasses import MISSING, fields
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from natpg import methods
-from natpg.config import TrainConfig, resolve_config
+from natpg.config import TrainConfig, flag_name, resolve_config
 
 __all__ = ["main", "build_parser"]
 
@@ -30,9 +30,51 @@ class CLIError(Exception):
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage dump), with close flag names
+    suggested for an unrecognised one; exit status 2 as usual."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        if message.startswith("unrecognized arguments:"):
+            known = sorted({o for p in _all_parsers(self) for o in p._option_string_actions if o.startswith("--")})
+            hints = []
+            for token in message.split(":", 1)[1].split():
+                close = difflib.get_close_matches(token.split("=")[0], known, n=2, cutoff=0.6) if token.startswith("--") else []
+                if close:
+                    hints.append(f"{token} → did you mean {' or '.join(close)}?")
+            if hints:
+                message += " (" + "; ".join(hints) + ")"
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    out = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                out.extend(_all_parsers(sub))
+    return out
+
+
+def _parse_int(text: str) -> int:
+    """An integer; ``1e6`` and ``100_000`` are accepted when they are whole numbers."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if value != value or value in (float("inf"), float("-inf")) or not value.is_integer():
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+    return int(value)
+
+
 def _parse_hidden(text: str) -> tuple[int, ...]:
     try:
-        sizes = tuple(int(s) for s in text.split(",") if s.strip())
+        sizes = tuple(int(s) for s in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 64,64, got {text!r}") from None
     return sizes
@@ -46,7 +88,9 @@ def _argument_type(hint: Any) -> tuple[Any, bool]:
         return None, True
     if typing.get_origin(base) is tuple or base is tuple:
         return _parse_hidden, False
-    if base in (int, float, str):
+    if base is int:
+        return _parse_int, False
+    if base in (float, str):
         return base, False
     return str, False
 
@@ -77,7 +121,7 @@ def _method_hints() -> dict[str, tuple[Any, str]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="natpg", description="Natural policy gradients for deep RL.")
+    parser = _Parser(prog="natpg", description="Natural policy gradients for deep RL.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train one method on one environment")
@@ -95,12 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
             _add_flag(rule, name, hint, help_text)
     train.add_argument("--out", type=Path, default=None, help="run directory (default: runs/ENV_METHOD_seedS)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    train.add_argument(
+        "--resume", type=Path, default=None, metavar="DIR",
+        help="continue the run in DIR from its last checkpoint, with its settings (only --steps and "
+        "--checkpoint-every may change); a run killed at any moment resumes exactly where the env state can be captured",
+    )
     train.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
     ev = sub.add_parser("eval", help="evaluate a saved policy")
     ev.add_argument("--run", type=Path, required=True, help="run directory written by natpg train")
-    ev.add_argument("--episodes", type=int, default=10)
-    ev.add_argument("--seed", type=int, default=10_000)
+    ev.add_argument("--episodes", type=_parse_int, default=10)
+    ev.add_argument("--seed", type=_parse_int, default=10_000)
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mean/argmax")
 
     sub.add_parser("methods", help="list the registered update rules and their hyperparameters")
@@ -110,24 +159,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _saved_config(run_dir: Path) -> TrainConfig:
+    """The configuration a run directory was started with (config.json, else the checkpoint's)."""
+    path = run_dir / "config.json"
+    if path.exists():
+        try:
+            return TrainConfig.from_dict(json.loads(path.read_text()))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise CLIError(f"{path} is unreadable ({type(exc).__name__}: {exc})") from None
+    if (run_dir / "checkpoint.pt").exists():
+        from natpg.runlog import read_checkpoint
+
+        return TrainConfig.from_dict(read_checkpoint(run_dir / "checkpoint.pt")["config"])
+    if not run_dir.is_dir():
+        raise CLIError(f"--resume {run_dir}: no such run directory")
+    raise CLIError(f"--resume {run_dir}: nothing to resume there (no config.json or checkpoint.pt); start a run with --out")
+
+
+def _resumed_config(run_dir: Path, given: dict[str, Any]) -> TrainConfig:
+    """The saved configuration with the flags given on this command line applied; the
+    trainer refuses any change other than --steps / --checkpoint-every."""
+    config = _saved_config(run_dir)
+    accepted = methods.get(config.method).hyperparameters() if config.method in methods.available() else {}
+    trainer_names = {f.name for f in fields(TrainConfig)} - _SKIP
+    for key, value in given.items():
+        if key in trainer_names:
+            setattr(config, key, tuple(value) if key == "hidden" else value)
+        elif key in accepted:
+            config.method_kwargs[key] = value
+        else:
+            raise CLIError(f"{flag_name(key)} is not a setting of this run (--method {config.method})")
+    return config
+
+
 def _train(args: argparse.Namespace) -> int:
     from natpg.trainer import train as run_training
 
-    values = {k: v for k, v in vars(args).items() if k not in {"command", "out", "overwrite", "progress"}}
-    env_id = values.pop("env_id", TrainConfig.env_id)
-    method = values.pop("method", TrainConfig.method)
-    preset = values.pop("preset", None)
-    config = resolve_config(env_id, method, preset, **values)
-    out = args.out or Path("runs") / f"{env_id.replace(':', '_')}_{method}_seed{config.seed}"
-    if out.exists() and any(out.iterdir()):
-        if not args.overwrite:
-            raise CLIError(f"run directory {out} already exists; pass --overwrite to replace it")
-        shutil.rmtree(out)
-    result = run_training(config, run_dir=out, progress=args.progress)
+    values = {k: v for k, v in vars(args).items() if k not in {"command", "out", "overwrite", "progress", "resume"}}
+    if args.resume is not None:
+        if args.out is not None and args.out.resolve() != args.resume.resolve():
+            raise CLIError(f"--out {args.out} and --resume {args.resume} name different run directories")
+        if args.overwrite:
+            raise CLIError("--resume continues a run and --overwrite replaces it: pass one of them")
+        out = args.resume
+        config = _resumed_config(out, values)
+        result = run_training(config, run_dir=out, progress=args.progress, resume=True)
+    else:
+        env_id = values.pop("env_id", TrainConfig.env_id)
+        method = values.pop("method", TrainConfig.method)
+        preset = values.pop("preset", None)
+        config = resolve_config(env_id, method, preset, **values)
+        out = args.out or Path("runs") / f"{env_id.replace(':', '_').replace('/', '_')}_{method}_seed{config.seed}"
+        result = run_training(config, run_dir=out, progress=args.progress, overwrite=args.overwrite)
     s = result.summary
     final = "n/a" if s["final_return"] is None else f"{s['final_return']:.1f}"
     print(
-        f"natpg {method} on {env_id}, seed {config.seed}: final return {final} "
+        f"natpg {config.method} on {config.env_id}, seed {config.seed}: final return {final} "
         f"({s['final_return_basis']}), {s['steps']} steps in {s['wall_time']:.1f} s "
         f"({s['steps_per_second']:.0f} steps/s), {s['episodes']} episodes; run directory {out}"
     )
@@ -152,6 +239,9 @@ def _methods(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from natpg.envs import EnvironmentFault
+    from natpg.trainer import TrainingStopped
+
     parser = build_parser()
     args = parser.parse_args(argv)
     from natpg.bench.cli import HANDLERS as _BENCH_HANDLERS
@@ -159,9 +249,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {"train": _train, "eval": _eval, "methods": _methods, **_BENCH_HANDLERS}[args.command]
     try:
         return handler(args)
-    except (ValueError, CLIError) as exc:
+    except (ValueError, CLIError) as exc:  # bad input: one line, status 2
         print(f"natpg {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except (TrainingStopped, EnvironmentFault, OSError) as exc:  # a fault while running: one line, status 1
+        print(f"natpg {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("natpg: interrupted", file=sys.stderr)
         return 130

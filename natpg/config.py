@@ -1,16 +1,28 @@
 """Every training hyperparameter in one typed dataclass, and its resolution from defaults,
-a preset and explicit values (explicit values win)."""
+a preset and explicit values (explicit values win).
+
+:func:`validate` checks a configuration completely *before* any environment is created:
+every error names the flag, the value and the valid range in one line (the CLI prints it
+as ``natpg train: error: ...`` and exits with status 2; the Python API raises ValueError
+with the same text).
+"""
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
+import numbers
+import re
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from natpg import methods
 from natpg.presets import preset_values
 
-__all__ = ["TrainConfig", "resolve_config", "trainer_field_names"]
+__all__ = ["TrainConfig", "Range", "resolve_config", "validate", "trainer_field_names", "flag_name", "RESUMABLE_FIELDS"]
 
 
 def _help(text: str, **extra: Any) -> Any:
@@ -44,6 +56,13 @@ class TrainConfig:
     preset: str | None = field(default=None, metadata=_help("named hyperparameter set, e.g. `paper`"))
     exact_cosine: bool = field(default=False, metadata=_help("log exact_cosine: cosine of each step with the exact damped natural gradient (costly)"))
     exact_damping: float | None = field(default=None, metadata=_help("damping of the exact_cosine reference (None: the rule's damping, else 0.1)"))
+    skip_nonfinite: bool = field(
+        default=False,
+        metadata=_help("drop and count transitions with a NaN/inf observation or reward (ends that episode) instead of stopping"),
+    )
+    max_nonfinite_updates: int = field(
+        default=5, metadata=_help("stop after this many consecutive rejected (non-finite) actor/critic updates")
+    )
     method_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,67 +77,301 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in trainer_field_names() | {"method_kwargs"}})
 
 
+#: Fields a resumed run may change: they do not affect what is computed.
+RESUMABLE_FIELDS = frozenset({"total_steps", "checkpoint_every", "tensorboard"})
+
+# Trainer fields whose flag name is not the field name.
+_FLAG_NAMES = {"env_id": "env", "total_steps": "steps"}
+
+
+def flag_name(name: str) -> str:
+    """The command-line flag of a trainer field or hyperparameter: ``total_steps`` → ``--steps``."""
+    return "--" + _FLAG_NAMES.get(name, name).replace("_", "-")
+
+
 def trainer_field_names() -> set[str]:
     return {f.name for f in fields(TrainConfig) if f.name != "method_kwargs"}
 
 
-def _positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(float(x))
 
 
-def _unit_interval(name: str, value: Any) -> None:
-    if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {value!r}")
+@dataclass(frozen=True)
+class Range:
+    """The valid values of one setting, and the words for them in an error message."""
+
+    kind: str  # "int", "float", "bool" or "str"
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low itself excluded
+    high_open: bool = False
+    optional: bool = False  # None allowed
+    choices: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.kind == "bool":
+            text = "true or false"
+        elif self.choices:
+            text = "one of " + ", ".join(self.choices)
+        elif self.kind == "str":
+            text = "a string"
+        else:
+            noun = "an integer" if self.kind == "int" else "a finite number"
+            if self.low is not None and self.high is not None:
+                lo, hi = "(" if self.low_open else "[", ")" if self.high_open else "]"
+                text = f"{noun} in {lo}{_fmt(self.low)}, {_fmt(self.high)}{hi}"
+            elif self.low is not None:
+                text = f"{noun} {'>' if self.low_open else '>='} {_fmt(self.low)}"
+            elif self.high is not None:
+                text = f"{noun} {'<' if self.high_open else '<='} {_fmt(self.high)}"
+            else:
+                text = noun
+        return text + (" (or None)" if self.optional else "")
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return self.optional
+        if self.kind == "bool":
+            return isinstance(value, bool)
+        if self.kind == "str":
+            return isinstance(value, str) and (not self.choices or value in self.choices)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return False
+        if self.kind == "int" and not isinstance(value, numbers.Integral):
+            return False
+        v = float(value)
+        if not math.isfinite(v):
+            return False
+        if self.low is not None and (v < self.low or (self.low_open and v == self.low)):
+            return False
+        if self.high is not None and (v > self.high or (self.high_open and v == self.high)):
+            return False
+        return True
+
+    def check(self, flag: str, value: Any, context: str = "") -> None:
+        if not self.accepts(value):
+            raise ValueError(f"{flag} must be {self.describe()}, got {value!r}{context}")
+
+
+_EMPTY = inspect.Parameter.empty
+_POSITIVE_INT = Range("int", 1)
+_POSITIVE = Range("float", 0.0, low_open=True)
+_UNIT = Range("float", 0.0, 1.0)
+
+
+def _trainer_ranges() -> dict[str, Range]:
+    from natpg.policies import ACTIVATIONS
+
+    return {
+        "env_id": Range("str"),
+        "method": Range("str"),
+        "total_steps": _POSITIVE_INT,
+        "seed": Range("int", 0, 2**32 - 1),
+        "rollout_steps": _POSITIVE_INT,
+        "num_envs": _POSITIVE_INT,
+        "gamma": _UNIT,
+        "gae_lambda": _UNIT,
+        "critic_lr": _POSITIVE,
+        "critic_steps": _POSITIVE_INT,
+        "activation": Range("str", choices=tuple(ACTIVATIONS)),
+        "max_episode_steps": Range("int", 1, optional=True),
+        "return_window": _POSITIVE_INT,
+        "checkpoint_every": _POSITIVE_INT,
+        "torch_threads": Range("int", 1, 1024),
+        "preset": Range("str", optional=True),
+        "exact_damping": Range("float", 0.0, low_open=True, optional=True),
+        "max_nonfinite_updates": _POSITIVE_INT,
+    }
+
+
+def _range_from_hint(hint: Any) -> Range | None:
+    """A type-only range for a setting nobody described further: ``int`` → an integer >= 1
+    (every integer hyperparameter in natpg counts something), ``float`` → a finite number."""
+    optional = False
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(hint))
+        if len(args) != 1:
+            return None
+        hint = args[0]
+    if typing.get_origin(hint) is typing.Literal:
+        return Range("str", choices=tuple(str(c) for c in typing.get_args(hint)), optional=optional)
+    if hint is bool:
+        return Range("bool", optional=optional)
+    if hint is int:
+        return Range("int", 1, optional=optional)
+    if hint is float:
+        return Range("float", optional=optional)
+    if hint is str:
+        return Range("str", optional=optional)
+    return None
+
+
+def _suggest(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+def _check_method_name(method: Any) -> type:
+    if not isinstance(method, str) or method not in methods.available():
+        shown = method if isinstance(method, str) else repr(method)
+        raise ValueError(
+            f"--method {shown!r}: unknown method{_suggest(str(method), methods.available())} "
+            f"(available: {', '.join(methods.available())})"
+        )
+    return methods.get(method)
+
+
+def _rule_hints(cls: type) -> dict[str, Any]:
+    hints: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            hints.update(typing.get_type_hints(init))
+        except Exception:  # noqa: BLE001 - unresolvable annotations: no type check for them
+            pass
+    return hints
+
+
+def _flagify(message: str, names: list[str]) -> str:
+    """``lr must be ...`` (a rule constructor's words) → ``--lr must be ...``."""
+    for name in sorted(names, key=len, reverse=True):
+        if re.match(rf"{re.escape(name)}\b", message):
+            return flag_name(name) + message[len(name) :]
+    return message
+
+
+def _dry_run(cls: type, method: str, hyperparameters: dict[str, Any]) -> None:
+    """Build the rule on tiny stand-in actors (one categorical, one Gaussian) so that its own
+    constructor checks — ranges such as ``momentum in [0, 1)`` and relations between
+    hyperparameters — run before any environment exists. A rule that fails only with one
+    kind of actor is left to the real construction (the env decides the kind)."""
+    import torch
+
+    from natpg.policies import CategoricalActor, GaussianActor
+
+    errors: list[Exception] = []
+    with torch.random.fork_rng(devices=[]):
+        for make in (lambda: CategoricalActor(2, 2, (2,), "tanh"), lambda: GaussianActor(2, 1, (2,), "tanh")):
+            try:
+                cls(make(), **hyperparameters)
+                return
+            except (ValueError, TypeError) as exc:
+                errors.append(exc)
+    message = _flagify(str(errors[0]), list(hyperparameters))
+    if not message.startswith("--"):
+        message = f"--method {method}: {message}"
+    raise ValueError(message)
+
+
+def validate_method_hyperparameters(method: str, hyperparameters: dict[str, Any]) -> None:
+    """Type, range and consistency checks of a rule's hyperparameters; builds no environment."""
+    cls = _check_method_name(method)
+    accepted = cls.hyperparameters()
+    unknown = sorted(set(hyperparameters) - set(accepted))
+    if unknown:
+        raise ValueError(_unknown_message(unknown, method, accepted))
+    missing = sorted(k for k, v in accepted.items() if v is _EMPTY and k not in hyperparameters)
+    if missing:
+        raise ValueError(f"--method {method} needs {', '.join(flag_name(k) for k in missing)} (no default)")
+    hints = _rule_hints(cls)
+    for name, value in hyperparameters.items():
+        spec = _range_from_hint(hints.get(name))
+        if spec is not None:
+            spec.check(flag_name(name), value, f" (hyperparameter of --method {method})")
+    _dry_run(cls, method, hyperparameters)
+
+
+def _unknown_message(unknown: list[str], method: str, accepted: dict[str, Any]) -> str:
+    takes = ", ".join(flag_name(k) for k in sorted(accepted))
+    parts = []
+    for name in unknown:
+        owners = [m for m in methods.available() if name in methods.get(m).hyperparameters()]
+        if owners:
+            parts.append(f"{flag_name(name)} is not a hyperparameter of --method {method} (it belongs to {', '.join(owners)})")
+        else:
+            candidates = sorted(trainer_field_names() | set(accepted))
+            close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(flag_name(c) for c in close)}?" if close else ""
+            parts.append(f"unknown setting {flag_name(name)}{hint}")
+    return "; ".join(parts) + f" (--method {method} takes: {takes})"
 
 
 def validate(config: TrainConfig) -> None:
-    """Raise ValueError naming the flag, the value and the valid range, before any work."""
-    for name in ("total_steps", "rollout_steps", "num_envs", "critic_steps", "return_window", "checkpoint_every", "torch_threads"):
-        _positive_int(name, getattr(config, name))
-    for name in ("gamma", "gae_lambda"):
-        _unit_interval(name, getattr(config, name))
-    if not math.isfinite(float(config.critic_lr)) or config.critic_lr <= 0:
-        raise ValueError(f"--critic-lr must be a finite positive number, got {config.critic_lr!r}")
-    if config.max_episode_steps is not None:
-        _positive_int("max_episode_steps", config.max_episode_steps)
-    if config.exact_damping is not None and (
-        not isinstance(config.exact_damping, (int, float)) or not math.isfinite(config.exact_damping) or config.exact_damping <= 0
+    """Raise ValueError naming the flag, the value and the valid range, before any work.
+
+    Checks every trainer field (type and range), the environment id (registered? without
+    creating it), the method and its hyperparameters (types, ranges, the rule's own
+    constructor checks on a stand-in actor) and the relations between settings.
+    """
+    from natpg.envs import check_env_id
+
+    ranges = _trainer_ranges()
+    hints = typing.get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        if f.name in ("method_kwargs", "hidden"):
+            continue
+        spec = ranges.get(f.name) or _range_from_hint(hints[f.name])
+        if spec is not None:
+            spec.check(flag_name(f.name), getattr(config, f.name))
+    hidden = config.hidden
+    if (
+        not isinstance(hidden, (tuple, list))
+        or not hidden
+        or any(isinstance(h, bool) or not isinstance(h, numbers.Integral) or h < 1 for h in hidden)
     ):
-        raise ValueError(f"--exact-damping must be a finite positive number, got {config.exact_damping!r}")
-    if not config.hidden or any(not isinstance(h, int) or h < 1 for h in config.hidden):
-        raise ValueError(f"--hidden must be a comma-separated list of positive integers, got {config.hidden!r}")
+        raise ValueError(f"--hidden must be a comma-separated list of positive integers like 64,64, got {hidden!r}")
     if config.rollout_steps % config.num_envs:
         raise ValueError(
-            f"--rollout-steps {config.rollout_steps} must be a multiple of --num-envs {config.num_envs}"
+            f"--rollout-steps {config.rollout_steps} must be a multiple of --num-envs {config.num_envs} "
+            f"(each update takes rollout-steps/num-envs steps of every env)"
         )
     if config.total_steps < config.rollout_steps:
-        raise ValueError(f"--steps {config.total_steps} must be at least --rollout-steps {config.rollout_steps}")
+        raise ValueError(
+            f"--steps {config.total_steps} must be at least --rollout-steps {config.rollout_steps} (one update)"
+        )
+    if not isinstance(config.method_kwargs, dict):
+        raise ValueError(f"method_kwargs must be a dict, got {type(config.method_kwargs).__name__}")
+    validate_method_hyperparameters(config.method, config.method_kwargs)
     batch_size = config.method_kwargs.get("batch_size")
     if batch_size is not None and batch_size > config.rollout_steps:
+        default = methods.get(config.method).hyperparameters().get("batch_size")
+        origin = f" (the default of --method {config.method})" if batch_size == default else ""
         raise ValueError(
-            f"--batch-size {batch_size} must be at most --rollout-steps {config.rollout_steps} (valid: 1..{config.rollout_steps})"
+            f"--batch-size {batch_size}{origin} must be at most --rollout-steps {config.rollout_steps} "
+            f"(valid: 1..{config.rollout_steps})"
         )
+    if config.tensorboard:
+        try:
+            import torch.utils.tensorboard  # noqa: F401
+        except ImportError:
+            raise ValueError("--tensorboard needs the tensorboard package: pip install 'natpg[tensorboard]'") from None
+    check_env_id(config.env_id)
 
 
 def resolve_config(env_id: str, method: str = "smac", preset: str | None = None, **overrides: Any) -> TrainConfig:
     """Defaults, then ``preset`` values for (env, method), then ``overrides``.
 
     ``overrides`` may name trainer fields (``total_steps``, ``rollout_steps``, ...) or the
-    method's hyperparameters (``lr``, ``damping``, ...); anything else is an error.
+    method's hyperparameters (``lr``, ``damping``, ...); anything else is an error. The result
+    is validated (:func:`validate`): a bad value raises ValueError before any environment exists.
     """
-    rule = methods.get(method)
+    rule = _check_method_name(method)
     accepted = rule.hyperparameters()
     trainer_names = trainer_field_names()
     unknown = sorted(k for k in overrides if k not in trainer_names and k not in accepted)
     if unknown:
-        raise ValueError(
-            f"unknown hyperparameter(s) {', '.join(unknown)} for method {method!r} "
-            f"(method takes: {', '.join(sorted(accepted))})"
-        )
+        raise ValueError(_unknown_message(unknown, method, accepted))
+    for key in ("env_id", "method", "preset"):
+        if key in overrides:
+            raise ValueError(f"pass {key} as its own argument, not among the overrides")
     values: dict[str, Any] = {}
-    method_kwargs = {k: v for k, v in accepted.items()}
+    method_kwargs = {k: v for k, v in accepted.items() if v is not _EMPTY}
     if preset is not None:
+        Range("str").check("--preset", preset)
         shared, own = preset_values(preset, env_id, method)
         values.update(shared)
         method_kwargs.update({k: v for k, v in own.items() if k in accepted})
@@ -129,7 +382,7 @@ def resolve_config(env_id: str, method: str = "smac", preset: str | None = None,
             method_kwargs[key] = value
         else:
             values[key] = value
-    if "hidden" in values:
+    if "hidden" in values and isinstance(values["hidden"], (list, tuple)):
         values["hidden"] = tuple(values["hidden"])
     config = TrainConfig(env_id=env_id, method=method, preset=preset, method_kwargs=method_kwargs, **values)
     validate(config)

@@ -1,16 +1,25 @@
-"""Environment creation, space validation and synchronous vectorised stepping."""
+"""Environment creation, space validation and synchronous vectorised stepping.
+
+Robustness (docs/robustness.md): unsupported spaces are refused with a message naming the
+space; a NaN/inf observation or reward stops the run with an :class:`EnvironmentFault`
+naming the env and the step, or — with ``skip_nonfinite`` — is dropped and counted; the
+state of every environment can be captured for an exact resume (:meth:`VectorEnv.get_state`).
+"""
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import math
+import pickle
 from dataclasses import dataclass, field
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["EnvSpec", "check_env_id", "make_env", "VectorEnv", "describe_space"]
+__all__ = ["EnvSpec", "EnvironmentFault", "check_env_id", "make_env", "VectorEnv", "describe_space", "check_spaces"]
 
 try:  # the clip ufunc itself: np.clip's Python wrapper layers cost ~1.5 µs a call
     from numpy._core.umath import clip as _clip
@@ -32,7 +41,9 @@ def _import_module_of(env_id: str) -> str:
 
 def check_env_id(env_id: str) -> str:
     """Return the registered id for ``env_id`` (importing ``module:`` prefixes), or raise a
-    ValueError that suggests close names."""
+    ValueError that suggests close names. Creates no environment."""
+    if not isinstance(env_id, str) or not env_id:
+        raise ValueError(f"--env must be a Gymnasium id such as CartPole-v1, got {env_id!r}")
     name = _import_module_of(env_id)
     if name not in gym.registry:
         close = difflib.get_close_matches(name, list(gym.registry), n=3, cutoff=0.6)
@@ -41,32 +52,129 @@ def check_env_id(env_id: str) -> str:
     return name
 
 
+class EnvironmentFault(RuntimeError):
+    """An environment returned something natpg cannot train on (a NaN or inf observation or
+    reward); the message names the env, its copy and the step."""
+
+
 def describe_space(space: spaces.Space) -> str:
-    return f"{type(space).__name__}{getattr(space, 'shape', '')}"
+    text = str(space)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+_SUPPORTED = "natpg's MLP policies support 1-D Box observations and Discrete or 1-D Box actions"
 
 
 def check_spaces(env_id: str, observation_space: spaces.Space, action_space: spaces.Space) -> None:
-    if not (isinstance(observation_space, spaces.Box) and len(observation_space.shape) == 1):
+    """Refuse, with a message naming the space, what the MLP actors cannot handle."""
+    obs = observation_space
+    if isinstance(obs, spaces.Box) and len(obs.shape) >= 2:
         raise ValueError(
-            f"env {env_id!r} has observation space {describe_space(observation_space)}; natpg's MLP policies "
-            "support 1-D Box observations only (flatten Dict/Tuple spaces or use a feature wrapper)"
+            f"env {env_id!r} has image-like observations {describe_space(obs)} ({len(obs.shape)}-D); {_SUPPORTED}: "
+            "there is no CNN policy — wrap the env with a feature extractor, or FlattenObservation for small arrays"
         )
-    if isinstance(action_space, spaces.Discrete):
+    if not (isinstance(obs, spaces.Box) and len(obs.shape) == 1):
+        kind = type(obs).__name__
+        fix = (
+            "wrap it with gymnasium.wrappers.FlattenObservation (one-hot for discrete parts)"
+            if isinstance(obs, (spaces.Dict, spaces.Tuple, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary))
+            else "wrap it to give a 1-D float vector"
+        )
+        raise ValueError(f"env {env_id!r} has a {kind} observation space {describe_space(obs)}; {_SUPPORTED}: {fix}")
+    if obs.shape[0] < 1:
+        raise ValueError(f"env {env_id!r} has an empty observation space {describe_space(obs)}")
+    act = action_space
+    if isinstance(act, spaces.Discrete):
+        if int(act.n) < 1:
+            raise ValueError(f"env {env_id!r} has an empty action space {describe_space(act)}")
         return
-    if isinstance(action_space, spaces.Box) and len(action_space.shape) == 1:
+    if isinstance(act, spaces.Box) and len(act.shape) == 1 and act.shape[0] >= 1:
+        if not np.issubdtype(act.dtype, np.floating):
+            raise ValueError(f"env {env_id!r} has an integer Box action space {describe_space(act)}; {_SUPPORTED} (float Box)")
         return
     raise ValueError(
-        f"env {env_id!r} has action space {describe_space(action_space)}; natpg supports Discrete and 1-D Box actions"
+        f"env {env_id!r} has a {type(act).__name__} action space {describe_space(act)}; {_SUPPORTED} "
+        "(MultiDiscrete, MultiBinary, Tuple, Dict and multi-dimensional Box actions are not supported)"
     )
+
+
+class _ShiftDiscrete(gym.ActionWrapper):
+    """Discrete(n, start=s): the policy picks 0..n-1, the env gets s..s+n-1."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self._start = int(env.action_space.start)
+        self.action_space = spaces.Discrete(int(env.action_space.n))
+
+    def action(self, action):
+        return int(action) + self._start
 
 
 def make_env(env_id: str, max_episode_steps: int | None = None, **kwargs) -> gym.Env:
     name = check_env_id(env_id)
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = max_episode_steps
-    env = gym.make(name, **kwargs)
-    check_spaces(env_id, env.observation_space, env.action_space)
+    try:
+        env = gym.make(name, **kwargs)
+    except (gym.error.Error, ImportError) as exc:
+        raise ValueError(f"--env {env_id!r} cannot be created: {exc}") from None
+    try:
+        check_spaces(env_id, env.observation_space, env.action_space)
+    except ValueError:
+        env.close()
+        raise
+    if isinstance(env.action_space, spaces.Discrete) and int(env.action_space.start) != 0:
+        env = _ShiftDiscrete(env)
     return env
+
+
+def _is_mujoco(env: gym.Env) -> bool:
+    data = getattr(env, "data", None)
+    return data is not None and type(data).__module__.startswith("mujoco") and hasattr(env, "model")
+
+
+def _simple_wrapper_state(env: gym.Env) -> list[dict[str, Any]]:
+    """Plain values (step counters, flags) of every wrapper around the base env, outermost first."""
+    out = []
+    while isinstance(env, gym.Wrapper):
+        out.append({k: v for k, v in vars(env).items() if k != "env" and isinstance(v, (bool, int, float, str, type(None)))})
+        env = env.env
+    return out
+
+
+def _set_simple_wrapper_state(env: gym.Env, states: list[dict[str, Any]]) -> None:
+    for values in states:
+        if not isinstance(env, gym.Wrapper):
+            raise ValueError("wrapper stack differs")
+        for k, v in values.items():
+            setattr(env, k, v)
+        env = env.env
+
+
+def capture_env_state(env: gym.Env) -> dict[str, Any]:
+    """What it takes to continue ``env`` exactly, or why that is not possible.
+
+    * MuJoCo: the whole ``MjData`` (qpos, qvel, time, warm start and the derived quantities
+      some envs read before stepping), the env's RNG and the wrappers' counters (TimeLimit).
+    * Anything else that pickles faithfully (classic control, plain Python envs): the pickled
+      env with its wrappers and RNG.
+    * EzPickle envs that are not MuJoCo (Box2D, ...) pickle by re-construction, which loses
+      the state, and unpicklable envs: ``kind="none"`` with the reason.
+    """
+    base = env.unwrapped
+    if _is_mujoco(base):
+        return {
+            "kind": "mujoco",
+            "data": pickle.dumps(base.data),
+            "np_random": base.np_random.bit_generator.state,
+            "wrappers": _simple_wrapper_state(env),
+        }
+    if isinstance(base, gym.utils.EzPickle):
+        return {"kind": "none", "why": f"{type(base).__name__} pickles by re-construction, which loses its state"}
+    try:
+        return {"kind": "pickle", "data": pickle.dumps(env)}
+    except Exception as exc:  # noqa: BLE001 - any pickling failure means "cannot capture"
+        return {"kind": "none", "why": f"{type(base).__name__} cannot be pickled ({type(exc).__name__}: {exc})"}
 
 
 @dataclass
@@ -93,10 +201,15 @@ class VectorEnv:
     episode. Actions are clipped to Box bounds here, at the environment only.
     """
 
-    def __init__(self, env_id: str, num_envs: int, seed: int, max_episode_steps: int | None = None):
+    def __init__(
+        self, env_id: str, num_envs: int, seed: int, max_episode_steps: int | None = None, skip_nonfinite: bool = False
+    ):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.env_id = env_id
+        self.skip_nonfinite = skip_nonfinite
+        self.nonfinite_transitions = 0  # dropped by skip_nonfinite
+        self._step_calls = 0  # of step() (evaluation), for fault messages
         self.envs = [make_env(env_id, max_episode_steps) for _ in range(num_envs)]
         env = self.envs[0]
         self.spec = EnvSpec(int(env.observation_space.shape[0]), env.action_space)
@@ -109,7 +222,7 @@ class VectorEnv:
         self.episode_lengths = [0] * num_envs
         for i, e in enumerate(self.envs):
             e.action_space.seed(seed + i)
-            self.obs[i], _ = e.reset(seed=seed + i)
+            self.obs[i] = self._reset(i, seed=seed + i)
 
     @property
     def num_envs(self) -> int:
@@ -122,6 +235,9 @@ class VectorEnv:
         truncated = np.empty(n, dtype=bool)
         final_obs = np.empty_like(self.obs)
         finished = self.step_into(actions, rewards, terminated, truncated, final_obs)
+        self._step_calls += 1
+        if not self.skip_nonfinite:  # (step_into screens itself in skip mode)
+            self._screen(None, rewards, terminated, truncated, final_obs, finished)
         return StepResult(self.obs.copy(), rewards, terminated, truncated, final_obs, finished)
 
     def step_into(
@@ -135,6 +251,7 @@ class VectorEnv:
             actions = _clip(actions, *self._clip)
         finished = []
         returns, lengths = self.episode_returns, self.episode_lengths
+        prev = self.obs.copy() if self.skip_nonfinite else None
         for i, env in enumerate(self.envs):
             obs, reward, term, trunc, _ = env.step(actions[i])
             rewards[i] = reward
@@ -149,8 +266,165 @@ class VectorEnv:
                 lengths[i] = 0
                 obs, _ = env.reset()
             self.obs[i] = obs
+        if prev is not None:  # skip_nonfinite: screen every step (the default checks whole rollouts)
+            finished = self._screen(prev, rewards, terminated, truncated, final_obs, finished)
         return finished
+
+    # -- non-finite observations and rewards ---------------------------------------------
+    def check_rollout(self, obs: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray, first_step: int) -> None:
+        """Raise :class:`EnvironmentFault` naming the env copy and the environment step of the
+        first NaN/inf in a rollout's time-major (T, N, ...) arrays; ``first_step`` is the
+        number of transitions before the rollout. One vectorised test when all is finite."""
+        if np.isfinite(rewards).all() and np.isfinite(next_obs).all() and np.isfinite(obs).all():
+            return
+        n = self.num_envs
+        step_bad = ~np.isfinite(rewards) | ~np.isfinite(next_obs).all(-1)
+        reset_bad = ~np.isfinite(obs).all(-1)
+        t_step = int(step_bad.any(1).argmax()) if step_bad.any() else None
+        t_reset = int(reset_bad.any(1).argmax()) if reset_bad.any() else None
+        if t_step is not None and (t_reset is None or t_step < t_reset):
+            i = int(step_bad[t_step].argmax())
+            what = (
+                f"a non-finite reward {rewards[t_step, i]!r}"
+                if not math.isfinite(rewards[t_step, i])
+                else f"a non-finite observation {_show(next_obs[t_step, i])}"
+            )
+            where = f"at environment step {first_step + t_step * n + i + 1}"
+        else:
+            i = int(reset_bad[t_reset].argmax())
+            what = f"a non-finite observation {_show(obs[t_reset, i])} from reset()"
+            where = f"after environment step {first_step + t_reset * n}"
+        raise EnvironmentFault(
+            f"env {self.env_id!r} (copy {i} of {n}) returned {what} {where}; "
+            "pass --skip-nonfinite to drop such transitions and continue"
+        )
+
+    def _where(self, i: int) -> str:
+        return f"env {self.env_id!r} (copy {i} of {self.num_envs}) at step {self._step_calls}"
+
+    def _reset(self, i: int, seed: int | None = None) -> np.ndarray:
+        """Reset copy ``i``; a non-finite first observation is an error, or with
+        ``skip_nonfinite`` a reason to reset again (up to 10 times)."""
+        for _ in range(10):
+            obs, _ = self.envs[i].reset(seed=seed)
+            if np.isfinite(obs).all():
+                return obs
+            if not self.skip_nonfinite:
+                break
+            self.nonfinite_transitions += 1
+            seed = None
+        raise EnvironmentFault(
+            f"env {self.env_id!r} (copy {i} of {self.num_envs}) returned a non-finite observation from reset(): "
+            f"{_show(obs)}" + ("" if self.skip_nonfinite else "; pass --skip-nonfinite to drop such transitions and continue")
+        )
+
+    def _screen(self, prev, rewards, terminated, truncated, final_obs, finished) -> list[tuple[float, int]]:
+        """Check one step's values: raise on NaN/inf, or (``skip_nonfinite``) drop and count
+        the bad transitions. Returns the finished episodes that are kept."""
+        if np.isfinite(rewards).all() and np.isfinite(final_obs).all() and np.isfinite(self.obs).all():
+            return finished
+        ended = [i for i in range(self.num_envs) if terminated[i] or truncated[i]]
+        by_env = dict(zip(ended, finished))
+        for i in range(self.num_envs):
+            step_bad = not math.isfinite(rewards[i]) or not np.isfinite(final_obs[i]).all()
+            reset_bad = i in by_env and not np.isfinite(self.obs[i]).all()
+            if not (step_bad or reset_bad):
+                continue
+            if not self.skip_nonfinite:
+                if reset_bad and not step_bad:
+                    what = f"a non-finite observation from reset(): {_show(self.obs[i])}"
+                elif not math.isfinite(rewards[i]):
+                    what = f"a non-finite reward {rewards[i]!r}"
+                else:
+                    what = f"a non-finite observation {_show(final_obs[i])}"
+                raise EnvironmentFault(
+                    f"{self._where(i)} returned {what}; pass --skip-nonfinite to drop such transitions and continue"
+                )
+            if step_bad:
+                # Drop the transition: it becomes the time-limit end of its episode, with reward
+                # 0 if the reward was bad and the last finite observation as the final one
+                # (the critic bootstraps from it), and the episode is not reported.
+                self.nonfinite_transitions += 1
+                if not math.isfinite(rewards[i]):
+                    rewards[i] = 0.0
+                terminated[i], truncated[i] = False, True
+                final_obs[i] = prev[i]
+                by_env.pop(i, None)
+                self.episode_returns[i], self.episode_lengths[i] = 0.0, 0
+                if i not in ended:
+                    self.obs[i] = self._reset(i)
+            if not np.isfinite(self.obs[i]).all():
+                self.nonfinite_transitions += 1
+                self.obs[i] = self._reset(i)
+        return [by_env[i] for i in ended if i in by_env]
+
+    # -- state for exact resume ------------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        """Everything needed to continue stepping exactly from here (see :func:`capture_env_state`)."""
+        return {
+            "env_id": self.env_id,
+            "obs": self.obs.copy(),
+            "episode_returns": list(self.episode_returns),
+            "episode_lengths": list(self.episode_lengths),
+            "nonfinite_transitions": self.nonfinite_transitions,
+            "envs": [capture_env_state(e) for e in self.envs],
+        }
+
+    def set_state(self, state: dict[str, Any], salt: int = 0) -> str:
+        """Restore :meth:`get_state`; returns how (exactly, or which episodes restarted).
+        An env whose state could not be captured starts a fresh episode seeded from
+        (seed, ``salt``, copy): pass the step count, so that reruns agree."""
+        self.nonfinite_transitions = state["nonfinite_transitions"]
+        self.obs[:] = state["obs"]
+        self.episode_returns = list(state["episode_returns"])
+        self.episode_lengths = list(state["episode_lengths"])
+        restarted: list[str] = []
+        for i, saved in enumerate(state["envs"]):
+            why = self._restore_env(i, saved)
+            if why is not None:
+                # Start a fresh episode, seeded from (seed, step, copy) so reruns agree.
+                seed = int(np.random.SeedSequence([self.seed, salt, i]).generate_state(1)[0])
+                self.obs[i] = self._reset(i, seed=seed)
+                self.episode_returns[i], self.episode_lengths[i] = 0.0, 0
+                restarted.append(f"copy {i}: {why}")
+        if not restarted:
+            return "state restored exactly"
+        return (
+            f"state could not be restored, so the {len(restarted)} episode(s) in progress were restarted "
+            f"({'; '.join(restarted)})"
+        )
+
+    def _restore_env(self, i: int, saved: dict[str, Any]) -> str | None:
+        kind = saved["kind"]
+        try:
+            if kind == "pickle":
+                env = pickle.loads(saved["data"])
+                self.envs[i].close()
+                self.envs[i] = env
+                return None
+            if kind == "mujoco":
+                env = self.envs[i]
+                base = env.unwrapped
+                if not _is_mujoco(base):
+                    return "the saved MuJoCo state does not fit this env"
+                base.data = pickle.loads(saved["data"])
+                renderer = getattr(base, "mujoco_renderer", None)
+                if renderer is not None and hasattr(renderer, "data"):
+                    renderer.data = base.data
+                base.np_random.bit_generator.state = saved["np_random"]
+                _set_simple_wrapper_state(env, saved["wrappers"])
+                return None
+        except Exception as exc:  # noqa: BLE001 - fall back to a fresh episode, and say why
+            return f"restoring failed ({type(exc).__name__}: {exc})"
+        return saved.get("why", f"unknown state kind {kind!r}")
 
     def close(self) -> None:
         for e in self.envs:
             e.close()
+
+
+def _show(x: np.ndarray) -> str:
+    """``[0.1, nan, ...]`` with the positions of the non-finite entries."""
+    x = np.asarray(x)
+    bad = np.flatnonzero(~np.isfinite(x))
+    return f"{np.array2string(x, precision=4, threshold=8)} (non-finite at index {bad.tolist()[:8]})"

@@ -1,18 +1,34 @@
-"""The run directory: config.json, metrics.csv, summary.json, checkpoint.pt, tb/ (optional)."""
+"""The run directory: config.json, metrics.csv, summary.json, checkpoint.pt, events.jsonl,
+tb/ (optional).
+
+Crash safety: config.json, summary.json and checkpoint.pt are replaced atomically (temporary
+file, fsync, rename), so a reader — or a resumed run — sees the old file or the new one,
+never half of one. metrics.csv is appended one flushed row at a time and rewritten
+atomically from the checkpoint's rows on resume. summary.json exists only for a run that
+ended (``status`` says how).
+"""
 
 from __future__ import annotations
 
 import csv
+import fcntl
+import io
 import json
 import os
 import platform
+import re
+import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["RunLog", "atomic_write_bytes", "atomic_write_json", "package_versions", "WALL_TIME_COLUMNS"]
+__all__ = [
+    "RunLog", "atomic_write_bytes", "atomic_write_json", "package_versions", "read_checkpoint",
+    "WALL_TIME_COLUMNS", "RUN_FILES",
+]
 
 #: metrics.csv columns that depend on the machine's speed, not on the seed.
 WALL_TIME_COLUMNS = ("wall_time", "update_time", "steps_per_second")
@@ -58,11 +74,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     a reader sees the old file or the new one, never half of one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
 
 
@@ -78,23 +98,95 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-class RunLog:
-    """Writes one run's directory. ``run_dir=None`` keeps the metrics in memory only."""
+#: Everything natpg (and natpg bench) writes into a run directory: --overwrite deletes these
+#: and refuses to touch a directory holding anything else.
+RUN_FILES = frozenset({"config.json", "metrics.csv", "summary.json", "checkpoint.pt", "events.jsonl", "tb", "error.json"})
+#: Lock files: natpg train holds ``.train.lock`` while it writes; natpg bench holds ``.lock``.
+LOCK_FILES = frozenset({".train.lock", ".lock"})
+_TMP = re.compile(r"^\..+\.tmp\d+$")  # atomic_write_bytes' temporary files
 
-    def __init__(self, run_dir: str | Path | None, tensorboard: bool = False):
+
+def _is_tmp(name: str) -> bool:
+    return bool(_TMP.match(name))
+
+
+class RunLog:
+    """Writes one run's directory. ``run_dir=None`` keeps the metrics in memory only.
+
+    ``mode`` says what may happen to an existing directory: ``"new"`` (the default) refuses
+    a directory that already holds files, ``"overwrite"`` deletes a previous run's files
+    (and refuses a directory holding anything natpg did not write), ``"resume"`` keeps them.
+    While open, the directory is locked (``.train.lock``, ``flock``): a second natpg process
+    on the same directory gets an error instead of interleaving its writes. The lock dies
+    with the process, so a run killed with SIGKILL leaves no stale lock.
+    """
+
+    def __init__(self, run_dir: str | Path | None, tensorboard: bool = False, *, mode: str = "new"):
+        if mode not in ("new", "overwrite", "resume"):
+            raise ValueError(f"mode must be new, overwrite or resume, got {mode!r}")
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.rows: list[dict[str, Any]] = []
+        self.fieldnames: list[str] = []
         self._csv_file = None
         self._writer: csv.DictWriter | None = None
         self._tb = None
+        self._tensorboard = tensorboard
+        self._lock = None
         if self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            if tensorboard:
-                try:
-                    from torch.utils.tensorboard import SummaryWriter
-                except ImportError as exc:
-                    raise ValueError("--tensorboard needs the tensorboard package: pip install 'natpg[tensorboard]'") from exc
-                self._tb = SummaryWriter(str(self.run_dir / "tb"))
+            self._prepare(mode)
+
+    # -- the directory -------------------------------------------------------------------
+    def _prepare(self, mode: str) -> None:
+        d = self.run_dir
+        if d.exists() and not d.is_dir():
+            raise ValueError(f"run directory {d} exists and is not a directory")
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            self._lock = open(d / ".train.lock", "a+")
+        except OSError as exc:
+            raise ValueError(f"cannot create run directory {d}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            self._lock = None
+            raise ValueError(f"run directory {d} is in use by another natpg process (it holds {d / '.train.lock'})") from None
+        entries = sorted(p.name for p in d.iterdir() if p.name not in LOCK_FILES)
+        for name in [n for n in entries if _is_tmp(n)]:  # left by a process killed mid-write
+            (d / name).unlink(missing_ok=True)
+        entries = [n for n in entries if not _is_tmp(n)]
+        foreign = [n for n in entries if n not in RUN_FILES]
+        if mode == "new" and entries:
+            what = "holds a natpg run" if not foreign else "is not empty"
+            self.close()
+            raise ValueError(
+                f"run directory {d} already exists and {what} ({', '.join(entries[:5])}); "
+                f"pass --overwrite to replace it, or --resume {d} to continue it"
+            )
+        if mode == "overwrite" and entries:
+            if foreign:
+                self.close()
+                raise ValueError(
+                    f"refusing to --overwrite {d}: it holds files natpg did not write ({', '.join(foreign[:5])}); "
+                    "choose another --out"
+                )
+            for name in entries:
+                path = d / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+    def has_run_files(self) -> bool:
+        return self.run_dir is not None and any((self.run_dir / n).exists() for n in RUN_FILES - {"error.json"})
+
+    def clear(self) -> None:
+        """Delete a previous attempt's files (resume without a checkpoint starts afresh)."""
+        if self.run_dir is None:
+            return
+        for name in RUN_FILES - {"error.json"}:
+            path = self.run_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
 
     @property
     def metrics_path(self) -> Path | None:
@@ -104,41 +196,85 @@ class RunLog:
         if self.run_dir is not None:
             atomic_write_json(self.run_dir / "config.json", {**config, "versions": package_versions(), "argv": sys.argv})
 
-    def open_metrics(self, keep_rows: list[dict[str, Any]] | None = None) -> None:
-        """Start metrics.csv afresh, or (on resume) rewrite it with ``keep_rows`` only."""
+    # -- metrics.csv -----------------------------------------------------------------------
+    def open_metrics(self, keep_rows: list[dict[str, Any]] | None = None, purge_step: int | None = None) -> None:
+        """Start metrics.csv afresh, or (on resume) rewrite it atomically with ``keep_rows``
+        only: rows logged after the checkpoint being resumed are dropped (they are computed
+        again, identically)."""
         self.rows = list(keep_rows or [])
+        self.fieldnames = []
+        for row in self.rows:
+            self.fieldnames += [k for k in row if k not in self.fieldnames]
         if self.run_dir is None:
             return
-        self._csv_file = open(self.metrics_path, "w", newline="")
-        self._writer = None
-        for row in self.rows:
-            self._write_csv(row)
+        self._rewrite_csv()
+        if self._tensorboard and self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:
+                raise ValueError("--tensorboard needs the tensorboard package: pip install 'natpg[tensorboard]'") from exc
+            self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=purge_step)
 
-    def _write_csv(self, row: dict[str, Any]) -> None:
-        if self._csv_file is None:
-            return
-        if self._writer is None:
-            self._writer = csv.DictWriter(self._csv_file, fieldnames=list(row), restval="", extrasaction="raise")
-            self._writer.writeheader()
-        self._writer.writerow(row)
-        self._csv_file.flush()
+    def _rewrite_csv(self) -> None:
+        """Write header and all rows to a temporary file, rename it over metrics.csv, and
+        reopen it for appending."""
+        if self._csv_file is not None:
+            self._csv_file.close()
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=self.fieldnames, restval="", extrasaction="raise")
+        if self.fieldnames:
+            writer.writeheader()
+            writer.writerows(self.rows)
+        atomic_write_bytes(self.metrics_path, buffer.getvalue().encode())
+        self._csv_file = open(self.metrics_path, "a", newline="")
+        self._writer = csv.DictWriter(self._csv_file, fieldnames=self.fieldnames, restval="", extrasaction="raise")
 
     def log(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
-        self._write_csv(row)
+        new = [k for k in row if k not in self.fieldnames]
+        if new:
+            # A column appeared (first row, or a diagnostic a rule reports late): rewrite the
+            # whole file with the wider header, atomically; earlier rows get empty cells.
+            self.fieldnames += new
+            if self.run_dir is not None:
+                self._rewrite_csv()
+        elif self._writer is not None:
+            self._writer.writerow(row)
+            self._csv_file.flush()
         if self._tb is not None:
             step = int(row["timesteps"])
             for key, value in row.items():
                 if key != "timesteps" and isinstance(value, (int, float)):
                     self._tb.add_scalar(key, value, step)
 
+    # -- checkpoint, summary, events -------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         if self.run_dir is not None:
             atomic_torch_save(self.run_dir / "checkpoint.pt", state)
 
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """The saved training state, or None if there is no checkpoint yet."""
+        if self.run_dir is None:
+            return None
+        return read_checkpoint(self.run_dir / "checkpoint.pt", missing_ok=True)
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         if self.run_dir is not None:
             atomic_write_json(self.run_dir / "summary.json", summary)
+
+    def remove_summary(self) -> None:
+        if self.run_dir is not None:
+            (self.run_dir / "summary.json").unlink(missing_ok=True)
+
+    def event(self, kind: str, **info: Any) -> None:
+        """Append one line to events.jsonl (resumes, non-finite events, early stops)."""
+        if self.run_dir is None:
+            return
+        line = json.dumps({"event": kind, "time": time.time(), **info}, sort_keys=True, default=str)
+        with open(self.run_dir / "events.jsonl", "a") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
     def close(self) -> None:
         if self._csv_file is not None:
@@ -147,3 +283,22 @@ class RunLog:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
+
+
+def read_checkpoint(path: str | Path, missing_ok: bool = False) -> dict[str, Any] | None:
+    """``torch.load`` of a checkpoint with a clear error for a missing or unreadable file."""
+    path = Path(path)
+    if not path.exists():
+        if missing_ok:
+            return None
+        raise ValueError(f"{path.parent} has no checkpoint ({path.name} is missing)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing here
+        raise ValueError(f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict) or "agent" not in state:
+        raise ValueError(f"checkpoint {path} is not a natpg checkpoint")
+    return state

@@ -3,11 +3,19 @@
 Each iteration: roll out T transitions with the current policy, compute GAE advantages
 (bootstrapping through time-limit truncation, not through termination), update the actor
 once with the chosen rule, fit the critic by MSE with Adam, log one metrics row.
+
+Robustness (docs/robustness.md): an actor or critic update that goes non-finite is not
+applied and is counted; ``max_nonfinite_updates`` in a row stop the run with a checkpoint of
+the last finite state. Checkpoints, taken at update boundaries, hold everything needed to
+continue exactly (parameters, optimiser and rule state, RNGs, environment state, metrics).
 """
 
 from __future__ import annotations
 
+import copy
 import math
+import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,14 +26,14 @@ import torch
 from tqdm.auto import tqdm
 
 from natpg import methods
-from natpg.config import TrainConfig
+from natpg.config import RESUMABLE_FIELDS, TrainConfig, flag_name, validate
 from natpg.envs import VectorEnv
 from natpg.methods.base import PolicyBatch
 from natpg.policies import Agent, NumpyPolicy
 from natpg.rollout import Rollout, collect, gae
 from natpg.runlog import RunLog
 
-__all__ = ["TrainResult", "train", "final_return"]
+__all__ = ["TrainResult", "TrainingStopped", "train", "final_return"]
 
 
 @dataclass
@@ -71,33 +79,189 @@ def _fit_critic(agent: Agent, optimizer: torch.optim.Optimizer, x: torch.Tensor,
     return float(loss.detach())
 
 
-def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool = False) -> TrainResult:
-    """Train ``config.method`` on ``config.env_id``; write the run directory if given."""
+class TrainingStopped(RuntimeError):
+    """The run stopped before its last step: ``max_nonfinite_updates`` consecutive updates
+    were rejected as non-finite. The run directory holds a checkpoint of the last finite
+    parameters and a summary with ``status`` ``stopped_nonfinite``."""
+
+    def __init__(self, message: str, summary: dict[str, Any], run_dir: Path | None):
+        super().__init__(message)
+        self.summary = summary
+        self.run_dir = run_dir
+
+
+def _notice(message: str) -> None:
+    print(f"natpg: {message}", file=sys.stderr, flush=True)
+
+
+def _all_finite(tensors) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+# Exceptions a rule raises because its inputs or its solve went non-finite (as opposed to bugs).
+_NUMERICAL = re.compile(r"\b(nan|inf|infinite|non-finite|not positive definite|singular|invalid values)\b", re.IGNORECASE)
+
+
+def _numerical_failure(exc: BaseException) -> bool:
+    if isinstance(exc, torch.linalg.LinAlgError):
+        return True
+    return isinstance(exc, (ValueError, RuntimeError)) and bool(_NUMERICAL.search(str(exc)))
+
+
+class _Snapshot:
+    """Parameters and optimiser state before an update, to put back if it goes non-finite."""
+
+    def __init__(self, module: torch.nn.Module, stateful: Any):
+        self.module, self.stateful = module, stateful
+        self.params = copy.deepcopy(module.state_dict())
+        self.state = copy.deepcopy(stateful.state_dict())
+
+    def restore(self) -> None:
+        self.module.load_state_dict(self.params)
+        self.stateful.load_state_dict(copy.deepcopy(self.state))
+
+
+def _guarded_actor_update(rule: methods.UpdateRule, actor: torch.nn.Module, batch: PolicyBatch) -> tuple[dict[str, float], str | None]:
+    """``rule.update(batch)``, never applied if it makes a parameter or a diagnostic
+    non-finite (or fails numerically): then the parameters and the rule's state are put back
+    and the reason is returned."""
+    snapshot = _Snapshot(actor, rule)
+    try:
+        info = rule.update(batch)
+    except (ValueError, RuntimeError) as exc:
+        if not _numerical_failure(exc):
+            raise
+        snapshot.restore()
+        return {}, f"actor update failed: {exc}"
+    bad = [k for k, v in info.items() if isinstance(v, float) and not math.isfinite(v)]
+    if not _all_finite(actor.parameters()):
+        reason = "actor update made parameters non-finite"
+    elif bad:
+        reason = f"actor update gave non-finite {', '.join(bad)}"
+    else:
+        return info, None
+    snapshot.restore()
+    return info, reason
+
+
+def _guarded_critic_fit(
+    agent: Agent, optimizer: torch.optim.Optimizer, x: torch.Tensor, returns: torch.Tensor, steps: int
+) -> tuple[float, str | None]:
+    snapshot = _Snapshot(agent.critic, optimizer)
+    if not bool(torch.isfinite(returns).all()):
+        return math.nan, "critic targets are non-finite (critic left unchanged)"
+    loss = _fit_critic(agent, optimizer, x, returns, steps)
+    if math.isfinite(loss) and _all_finite(agent.critic.parameters()):
+        return loss, None
+    snapshot.restore()
+    return loss, "critic update went non-finite"
+
+
+def _check_resumable(config: TrainConfig, saved: dict[str, Any], run_dir: Path | None) -> None:
+    """A run resumes only with the settings it was started with (bar RESUMABLE_FIELDS)."""
+    now = config.to_dict()
+    defaults = TrainConfig().to_dict()
+    diffs = []
+    for key, value in now.items():
+        if key in RESUMABLE_FIELDS:
+            continue
+        old = saved.get(key, defaults.get(key))
+        if key == "method_kwargs":
+            for k in sorted(set(value) | set(old or {})):
+                if value.get(k) != (old or {}).get(k):
+                    diffs.append(f"{flag_name(k)} {value.get(k)!r} (the run has {(old or {}).get(k)!r})")
+        elif value != old:
+            diffs.append(f"{flag_name(key)} {value!r} (the run has {old!r})")
+    if diffs:
+        allowed = ", ".join(sorted(flag_name(k) for k in RESUMABLE_FIELDS))
+        raise ValueError(f"cannot resume {run_dir} with different settings: {'; '.join(diffs)}; only {allowed} may change")
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | Path | None = None,
+    progress: bool = False,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> TrainResult:
+    """Train ``config.method`` on ``config.env_id``; write the run directory if given.
+
+    The configuration is validated first (ValueError before any environment exists). An
+    existing run directory is an error unless ``overwrite`` (replace it) or ``resume``
+    (continue from its checkpoint.pt; a directory with no checkpoint yet starts afresh).
+    A resumed run whose environment state could be captured continues exactly: its metrics
+    and summary equal those of an uninterrupted run with the same seed. Raises
+    :class:`TrainingStopped` after ``max_nonfinite_updates`` consecutive non-finite updates.
+    """
+    validate(config)  # before anything is created or written
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite exclude each other")
+    if resume and run_dir is None:
+        raise ValueError("resume needs a run directory")
+    log = RunLog(run_dir, tensorboard=config.tensorboard, mode="resume" if resume else "overwrite" if overwrite else "new")
+    try:
+        state = log.load_checkpoint() if resume else None
+        if state is not None:
+            _check_resumable(config, state["config"], log.run_dir)
+            if state["timesteps"] > config.total_steps:
+                raise ValueError(f"--steps {config.total_steps} is below the {state['timesteps']} steps the run has already done")
+        elif resume and log.has_run_files():
+            _notice(f"{log.run_dir} has no checkpoint yet: starting it from step 0")
+            log.clear()
+        return _train(config, log, state, progress)
+    finally:
+        log.close()
+
+
+def _train(config: TrainConfig, log: RunLog, state: dict[str, Any] | None, progress: bool) -> TrainResult:
     torch.set_num_threads(config.torch_threads)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
 
-    env = VectorEnv(config.env_id, config.num_envs, config.seed, config.max_episode_steps)
+    env = VectorEnv(config.env_id, config.num_envs, config.seed, config.max_episode_steps, skip_nonfinite=config.skip_nonfinite)
     agent = Agent(env.spec.obs_dim, env.spec.action_space, config.hidden, config.activation, config.normalize_obs)
     rule = methods.make(config.method, agent.actor, **config.method_kwargs)
     rule.exact_cosine, rule.exact_damping = config.exact_cosine, config.exact_damping
     critic_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=config.critic_lr)
 
-    log = RunLog(run_dir, tensorboard=config.tensorboard)
-    log.write_config(config.to_dict())
-    log.open_metrics()
-
     steps_per_env = config.rollout_steps // config.num_envs
     num_updates = config.total_steps // config.rollout_steps
     timesteps = 0
     episodes: list[tuple[int, float, int]] = []  # (timestep at episode end, return, length)
+    counts = {"nonfinite_actor_updates": 0, "nonfinite_critic_updates": 0, "nonfinite_transitions": 0}
+    consecutive_bad = 0
     next_checkpoint = config.checkpoint_every
-    start = time.perf_counter()
-    bar = tqdm(total=num_updates * config.rollout_steps, unit="step", disable=not progress, dynamic_ncols=True)
+    elapsed = 0.0
+    rows: list[dict[str, Any]] = []
+    if state is not None:
+        # Resume at the update boundary where the checkpoint was taken.
+        agent.load_state_dict(state["agent"])
+        rule.load_state_dict(state["rule"])
+        critic_optimizer.load_state_dict(state["critic_optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        rng.bit_generator.state = state["numpy_rng"]
+        timesteps, episodes, rows = state["timesteps"], list(state["episodes"]), list(state["rows"])
+        counts.update(state["counts"])
+        consecutive_bad = state["consecutive_bad"]
+        next_checkpoint = state["next_checkpoint"]
+        elapsed = state["elapsed"]
+        how = env.set_state(state["env"], salt=timesteps)
+        log.event("resume", timesteps=timesteps, environment=how)
+        _notice(f"resuming {log.run_dir} at step {timesteps} of {num_updates * config.rollout_steps}; environment {how}")
+    log.write_config(config.to_dict())
+    log.open_metrics(rows, purge_step=timesteps + 1 if state is not None else None)
+    log.remove_summary()  # present again only once the run has ended
+
+    start = time.perf_counter() - elapsed
+    bar = tqdm(
+        total=num_updates * config.rollout_steps, initial=timesteps, unit="step", disable=not progress, dynamic_ncols=True
+    )
 
     def checkpoint() -> None:
         log.save_checkpoint(
             {
+                "format": 2,
                 "agent": agent.state_dict(),
                 "rule": rule.state_dict(),
                 "critic_optimizer": critic_optimizer.state_dict(),
@@ -105,17 +269,46 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool
                 "episodes": episodes,
                 "torch_rng": torch.get_rng_state(),
                 "numpy_rng": rng.bit_generator.state,
+                "env": env.get_state(),
+                "rows": log.rows,
+                "counts": dict(counts),
+                "consecutive_bad": consecutive_bad,
+                "next_checkpoint": next_checkpoint,
+                "elapsed": time.perf_counter() - start,
                 "config": config.to_dict(),
             }
         )
 
+    def summarise(status: str, message: str | None = None) -> dict[str, Any]:
+        wall = time.perf_counter() - start
+        value, basis = final_return(episodes, timesteps, config.return_window)
+        summary = {
+            "env_id": config.env_id,
+            "method": config.method,
+            "seed": config.seed,
+            "status": status,
+            "final_return": value,
+            "final_return_basis": basis,
+            "steps": timesteps,
+            "episodes": len(episodes),
+            "wall_time": wall,
+            "steps_per_second": timesteps / wall if wall > 0 else math.nan,
+            "update_time_mean": float(np.mean([r["update_time"] for r in log.rows])) if log.rows else math.nan,
+            **counts,
+        }
+        if message:
+            summary["message"] = message
+        return summary
+
     try:
-        for update in range(num_updates):
+        for _ in range(timesteps // config.rollout_steps, num_updates):
             # 1. Roll out T transitions with a frozen numpy copy of the policy.
             rollout = collect(env, NumpyPolicy(agent), steps_per_env, rng)
+            env.check_rollout(rollout.obs, rollout.rewards, rollout.next_obs, timesteps)  # NaN/inf: a clear error
             for t, ret, length in rollout.finished:
                 episodes.append((timesteps + (t + 1) * config.num_envs, ret, length))
             timesteps += config.rollout_steps
+            counts["nonfinite_transitions"] = env.nonfinite_transitions
             update_start = time.perf_counter()
 
             # 2. Advantages by GAE; value targets R = A + V.
@@ -129,9 +322,14 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool
             if config.normalize_advantages:
                 actor_advantages = (actor_advantages - actor_advantages.mean()) / (actor_advantages.std() + 1e-8)
 
-            # 3. One actor update by the chosen rule; 4. critic regression.
-            info = rule.update(PolicyBatch(x, actions, actor_advantages))
-            critic_loss = _fit_critic(agent, critic_optimizer, x, returns, config.critic_steps)
+            # 3. One actor update by the chosen rule; 4. critic regression. An update that
+            # goes non-finite is not applied (parameters stay at their last finite values).
+            info, actor_fault = _guarded_actor_update(rule, agent.actor, PolicyBatch(x, actions, actor_advantages))
+            critic_loss, critic_fault = _guarded_critic_fit(agent, critic_optimizer, x, returns, config.critic_steps)
+            counts["nonfinite_actor_updates"] += actor_fault is not None
+            counts["nonfinite_critic_updates"] += critic_fault is not None
+            faults = [f for f in (actor_fault, critic_fault) if f]
+            consecutive_bad = consecutive_bad + 1 if faults else 0
             # Normaliser statistics change only between updates, so every batch is on-policy.
             agent.obs_norm.update(rollout.obs)
 
@@ -146,33 +344,35 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool
                 "episode_length_mean": float(np.mean([n for _, _, n in recent])) if recent else math.nan,
                 "episodes": len(episodes),
                 "critic_loss": critic_loss,
+                **counts,
                 **info,
             }
             log.log(row)
             bar.update(config.rollout_steps)
             bar.set_postfix(ret=f"{row['episode_return_mean']:.1f}", sps=f"{row['steps_per_second']:.0f}", refresh=False)
-            if timesteps >= next_checkpoint:
+            if faults:
+                log.event("nonfinite_update", timesteps=timesteps, reasons=faults, consecutive=consecutive_bad)
+            if consecutive_bad >= config.max_nonfinite_updates:
+                where = f"checkpoint and summary are in {log.run_dir}" if log.run_dir is not None else "no run directory was given"
+                message = (
+                    f"stopped at step {timesteps}: {consecutive_bad} consecutive non-finite updates "
+                    f"(--max-nonfinite-updates {config.max_nonfinite_updates}; last: {'; '.join(faults)}). "
+                    f"The parameters are the last finite ones; {where}. "
+                    "Try a smaller --lr or --critic-lr, a larger --damping, --normalize-advantages or --normalize-obs"
+                )
                 checkpoint()
+                summary = summarise("stopped_nonfinite", message)
+                log.write_summary(summary)
+                log.event("stopped", timesteps=timesteps, message=message)
+                raise TrainingStopped(message, summary, log.run_dir)
+            if timesteps >= next_checkpoint:
                 next_checkpoint += config.checkpoint_every
+                checkpoint()
     finally:
         bar.close()
         env.close()
 
-    wall = time.perf_counter() - start
-    value, basis = final_return(episodes, timesteps, config.return_window)
-    summary = {
-        "env_id": config.env_id,
-        "method": config.method,
-        "seed": config.seed,
-        "final_return": value,
-        "final_return_basis": basis,
-        "steps": timesteps,
-        "episodes": len(episodes),
-        "wall_time": wall,
-        "steps_per_second": timesteps / wall if wall > 0 else math.nan,
-        "update_time_mean": float(np.mean([r["update_time"] for r in log.rows])) if log.rows else math.nan,
-    }
+    summary = summarise("completed")
     checkpoint()
     log.write_summary(summary)
-    log.close()
     return TrainResult(summary, agent, config, log.run_dir, log.rows)
