@@ -14,21 +14,23 @@ from natpg import methods
 from natpg.bench import report, suites, sweep
 from natpg.bench.sb3_runner import sb3_missing
 
-STEPS = 1000  # one update of T = 1000 (the paper preset's rollout)
+STEPS = 500  # two updates of T = 250 (the paper preset with a shorter rollout, to keep the tests fast)
+FAST = {"rollout_steps": 250, "max_episode_steps": 200, "batch_size": 250}
 FAILING = "smac:damping=-1"  # the rule rejects a negative damping: the run must fail, the sweep go on
 
 
 def _smoke_specs() -> list[str]:
     specs = list(suites.get_suite("smoke").resolved_methods())
     specs += [m for m in ("sb3-ppo", "sb3-trpo") if sb3_missing(m) is None]
-    return specs + [FAILING]
+    return specs + ["smac:batch_size=125", FAILING]  # a batch-size variant for the Figure-1 ablation
 
 
 @pytest.fixture(scope="module")
 def smoke_sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke")
     envs = suites.get_suite("smoke").envs
-    result = sweep.run_sweep(out, envs, _smoke_specs(), seeds=1, steps=STEPS, workers=2, progress=False, log=lambda s: None)
+    result = sweep.run_sweep(out, envs, _smoke_specs(), seeds=1, steps=STEPS, workers=2, overrides=FAST,
+                             progress=False, log=lambda s: None)
     return out, envs, result
 
 
@@ -67,7 +69,7 @@ def test_rerun_skips_finished_runs_and_redoes_an_interrupted_one(smoke_sweep):
     finished = sweep.run_dir_for(out, envs[1], "ac-sgd", 0) / "summary.json"
     before = finished.stat().st_mtime_ns
     result = sweep.run_sweep(out, envs, ["smac", "ac-sgd", FAILING], seeds=1, steps=STEPS, workers=1,
-                             skip_failed=True, progress=False, log=lambda s: None)
+                             overrides=FAST, skip_failed=True, progress=False, log=lambda s: None)
     assert result.done == [f"{envs[0]}/smac/seed0"]
     assert not result.failed  # --skip-failed keeps the recorded failures
     assert len(result.skipped) == 2 * 3 - 1
@@ -80,7 +82,8 @@ def test_report_writes_tables_and_plots(smoke_sweep, tmp_path):
     files = report.write_report([out], tmp_path / "report")
     names = {f.name for f in files}
     assert {"table1.md", "table1.csv", "thresholds.md", "timing.md", "status.md", "report.md"} <= names
-    assert {"learning_curves.png", "log_prob.png"} <= names
+    assert {"learning_curves.png", "log_prob.png", "ablation.md", "ablation_batch_size.png"} <= names
+    assert "smac@batch_size=125" in (tmp_path / "report" / "ablation.md").read_text()
     for f in files:
         assert f.stat().st_size > 0
     t1 = (tmp_path / "report" / "table1.md").read_text()
@@ -112,14 +115,14 @@ def test_ray_backend_runs_the_smoke_suite(tmp_path):
     specs = suites.get_suite("smoke").resolved_methods() + [FAILING]
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        result = sweep.run_sweep(tmp_path, envs, specs, seeds=1, steps=STEPS, workers=2, backend="ray",
+        result = sweep.run_sweep(tmp_path, envs, specs, seeds=1, steps=STEPS, workers=2, backend="ray", overrides=FAST,
                                  progress=False, log=lambda s: None)
     finally:
         ray.shutdown()
     assert len(result.done) == len(envs) * (len(specs) - 1)
     assert len(result.failed) == len(envs)
     # Same seeds, same code: the Ray runs reproduce the local ones exactly.
-    local = sweep.run_sweep(tmp_path / "local", envs[:1], ["smac"], seeds=1, steps=STEPS, workers=1,
+    local = sweep.run_sweep(tmp_path / "local", envs[:1], ["smac"], seeds=1, steps=STEPS, workers=1, overrides=FAST,
                             progress=False, log=lambda s: None)
     assert local.done
     a = json.loads((sweep.run_dir_for(tmp_path, envs[0], "smac", 0) / "summary.json").read_text())
@@ -133,13 +136,13 @@ def test_cli_bench_and_report(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("NATPG_BENCH_INPROCESS", "1")
     out = tmp_path / "sweep"
     argv = ["bench", "--envs", "CartPole-v1", "--methods", "ac-sgd,smac", "--seeds", "1", "--steps", str(STEPS),
-            "--workers", "1", "--out", str(out), "--no-progress"]
+            "--workers", "1", "--out", str(out), "--no-progress", "--set", "rollout_steps=250", "--set", "batch_size=250"]
     assert main(argv) == 0
     assert main(argv) == 0  # second time: everything skipped
     assert "2 already finished" in capsys.readouterr().err
     assert main(["report", str(out), "--no-plots"]) == 0
     assert (out / "report" / "table1.md").exists()
-    assert main(["bench", "--envs", "CartPole-v1", "--methods", "nope", "--seeds", "1", "--steps", "1000",
+    assert main(["bench", "--envs", "CartPole-v1", "--methods", "nope", "--seeds", "1", "--steps", "500",
                  "--out", str(out)]) == 0  # an unregistered method is skipped with a message
     assert "not registered" in capsys.readouterr().err
     assert main(["bench", "--out", str(out)]) == 2  # neither a suite nor envs+methods

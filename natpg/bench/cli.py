@@ -52,7 +52,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--ray-address", default=None, help="Ray cluster address (e.g. auto after `ray start --head`)")
     b.add_argument("--preset", default="paper", help="hyperparameter preset (default: paper; 'none' for defaults)")
     b.add_argument("--set", dest="overrides", type=_parse_override, action="append", default=[],
-                   help="KEY=VALUE trainer/method override applied to every natpg run (repeatable)")
+                   help="KEY=VALUE override for every natpg run: a trainer setting, or a method hyperparameter "
+                   "(applied to the methods that take it); repeatable")
     b.add_argument("--skip-failed", action="store_true", help="do not retry runs that failed before")
     b.add_argument("--order", choices=("seed", "env"), default="seed",
                    help="seed: every env × method at seed 0 first, then seed 1, ... (default); env: one env at a time")

@@ -442,8 +442,8 @@ def ablation(runs: list[Run], out: Path, plots: bool) -> tuple[str | None, list[
             wall = [r.summary.get("wall_time", math.nan) for r in g]
             rows.append([env, label, str(len(g)), _cell(float(np.mean(fr)), float(np.std(fr))) if fr else "–",
                          _fmt(float(np.mean(upd)), 2), _fmt(float(np.mean(wall)), 1)])
-    md = ("SMAC batch-size ablation (the paper's Figure 1; `smac` is batch-mean over the whole rollout, "
-          "B = 1000; `batch_size=1` is the single-sample Algorithm 1):\n\n"
+    md = ("SMAC batch-size ablation (the paper's Figure 1; `smac` is batch-mean over the whole rollout "
+          "(B = T = 1000 in the paper preset); `batch_size=1` is the single-sample Algorithm 1):\n\n"
           + _md_table(["env", "variant", "seeds", "final return", "update ms", "wall s"], rows))
     files = []
     if plots:

@@ -199,8 +199,14 @@ def _train_natpg(spec: RunSpec, run_dir: Path) -> tuple[dict[str, Any], bool]:
     from natpg.config import resolve_config
     from natpg.trainer import train
 
+    from natpg import methods
+    from natpg.config import trainer_field_names
+
     name, method_overrides = parse_method_spec(spec.method_spec)
-    overrides = {**dict(spec.overrides), **method_overrides}
+    # Sweep-wide overrides: trainer settings apply to every run, a method hyperparameter to the
+    # methods that take it (``--set batch_size=250`` leaves ac-adam's hyperparameters alone).
+    accepted = set(methods.get(name).hyperparameters()) | trainer_field_names()
+    overrides = {**{k: v for k, v in spec.overrides if k in accepted}, **method_overrides}
     config = resolve_config(spec.env_id, name, spec.preset, total_steps=spec.total_steps, seed=spec.seed, torch_threads=1, **overrides)
     resume_kw = _trainer_supports_resume()
     if resume_kw is not None and (run_dir / "checkpoint.pt").exists():
@@ -320,6 +326,21 @@ def _crashed(spec: RunSpec, exc: BaseException) -> RunOutcome:
 # ----------------------------------------------------------------------------- the sweep
 
 
+def _check_overrides(overrides: dict[str, Any], method_specs: list[str]) -> None:
+    """Every ``--set`` key must be a trainer setting or a hyperparameter of some method in the sweep."""
+    from natpg import methods
+    from natpg.config import trainer_field_names
+
+    known = set(trainer_field_names())
+    for spec in method_specs:
+        name = parse_method_spec(spec)[0]
+        if name in methods.available():
+            known |= set(methods.get(name).hyperparameters())
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"--set {', '.join(unknown)}: not a trainer setting nor a hyperparameter of any method in this sweep")
+
+
 @dataclass
 class SweepResult:
     done: list[str] = field(default_factory=list)
@@ -370,6 +391,7 @@ def run_sweep(
         raise ValueError(f"--workers must be a positive integer, got {workers}")
     for spec in method_specs:
         parse_method_spec(spec)  # fail early on a malformed spec
+    _check_overrides(overrides or {}, method_specs)
     result = SweepResult()
     result.unavailable = unavailable_methods(method_specs)
     for spec, why in result.unavailable.items():
