@@ -75,6 +75,10 @@ def test_rerun_skips_finished_runs_and_redoes_an_interrupted_one(smoke_sweep):
     assert len(result.skipped) == 2 * 3 - 1
     assert (interrupted / "summary.json").exists()
     assert finished.stat().st_mtime_ns == before
+    # The same directory with another budget: finished runs are kept, not silently taken as that budget.
+    other = sweep.run_sweep(out, envs[:1], ["ac-sgd"], seeds=1, steps=2 * STEPS, workers=1, overrides=FAST,
+                            progress=False, log=lambda s: None)
+    assert other.conflicts == {f"{envs[0]}/ac-sgd/seed0": STEPS} and not other.done
 
 
 def test_report_writes_tables_and_plots(smoke_sweep, tmp_path):

@@ -347,7 +347,16 @@ class SweepResult:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
+    conflicts: dict[str, int] = field(default_factory=dict)  # finished with another budget
     wall_time: float = 0.0
+
+
+def _budget_of(run_dir: Path) -> int | None:
+    """The budget (total_steps) a finished run was started with, from its config.json."""
+    try:
+        return int(json.loads((run_dir / "config.json").read_text())["total_steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _record_invocation(out: Path, entry: dict[str, Any]) -> None:
@@ -402,10 +411,19 @@ def run_sweep(
     pending = []
     for spec in runs:
         status = run_status(Path(spec.run_dir))
-        if status == "done" or (status == "failed" and skip_failed):
+        if status == "done":
+            done_steps = _budget_of(Path(spec.run_dir))
+            if done_steps is not None and done_steps != spec.total_steps:
+                result.conflicts[spec.key] = done_steps
+            result.skipped.append(spec.key)
+        elif status == "failed" and skip_failed:
             result.skipped.append(spec.key)
         else:
             pending.append(spec)
+    if result.conflicts:
+        log(f"natpg bench: {len(result.conflicts)} finished run(s) in {out} had another budget than this sweep asks for "
+            f"(e.g. {next(iter(result.conflicts))}: {next(iter(result.conflicts.values()))} steps); they are kept and "
+            "not rerun: use another --out, or delete them to redo them")
 
     started = _dt.datetime.now(_dt.timezone.utc)
     _record_invocation(out, {
