@@ -36,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> typing.NoReturn:
         if message.startswith("unrecognized arguments:"):
-            known = sorted({o for p in _all_parsers(self) for o in p._option_string_actions if o.startswith("--")})
+            known = sorted(o for o in self._option_string_actions if o.startswith("--"))
             hints = []
             for token in message.split(":", 1)[1].split():
                 close = difflib.get_close_matches(token.split("=")[0], known, n=2, cutoff=0.6) if token.startswith("--") else []
@@ -48,13 +48,14 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
-    out = [parser]
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                out.extend(_all_parsers(sub))
-    return out
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parse_args``, but unrecognised flags are reported by the subcommand's own parser
+    (``natpg train: error: ...``, with suggestions from that subcommand's flags)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        subparsers.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def _parse_int(text: str) -> int:
@@ -243,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from natpg.trainer import TrainingStopped
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     from natpg.bench.cli import HANDLERS as _BENCH_HANDLERS
 
     handler = {"train": _train, "eval": _eval, "methods": _methods, **_BENCH_HANDLERS}[args.command]

@@ -309,6 +309,8 @@ def validate(config: TrainConfig) -> None:
     """
     from natpg.envs import check_env_id
 
+    if isinstance(config.env_id, str):
+        check_env_id(config.env_id)  # first: a ``module:EnvId`` module may also register update rules
     ranges = _trainer_ranges()
     hints = typing.get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
@@ -349,7 +351,6 @@ def validate(config: TrainConfig) -> None:
             import torch.utils.tensorboard  # noqa: F401
         except ImportError:
             raise ValueError("--tensorboard needs the tensorboard package: pip install 'natpg[tensorboard]'") from None
-    check_env_id(config.env_id)
 
 
 def resolve_config(env_id: str, method: str = "smac", preset: str | None = None, **overrides: Any) -> TrainConfig:
@@ -359,6 +360,9 @@ def resolve_config(env_id: str, method: str = "smac", preset: str | None = None,
     method's hyperparameters (``lr``, ``damping``, ...); anything else is an error. The result
     is validated (:func:`validate`): a bad value raises ValueError before any environment exists.
     """
+    from natpg.envs import check_env_id
+
+    check_env_id(env_id)  # first: a ``module:EnvId`` module may also register update rules
     rule = _check_method_name(method)
     accepted = rule.hyperparameters()
     trainer_names = trainer_field_names()

@@ -214,7 +214,11 @@ class VectorEnv:
         env = self.envs[0]
         self.spec = EnvSpec(int(env.observation_space.shape[0]), env.action_space)
         space = env.action_space
-        self._clip = (space.low, space.high) if isinstance(space, spaces.Box) else None
+        # Bounds tiled to the (N, act_dim) action batch: same-shape ufuncs skip numpy's
+        # broadcasting set-up, about half the cost of clipping against (act_dim,) bounds.
+        self._clip = (
+            (np.tile(space.low, (num_envs, 1)), np.tile(space.high, (num_envs, 1))) if isinstance(space, spaces.Box) else None
+        )
         self.seed = seed
         self.obs = np.zeros((num_envs, self.spec.obs_dim), dtype=np.float32)
         # Python lists: per-step scalar updates on them cost ~20 ns against ~0.5 µs for numpy.
@@ -285,7 +289,7 @@ class VectorEnv:
         if t_step is not None and (t_reset is None or t_step < t_reset):
             i = int(step_bad[t_step].argmax())
             what = (
-                f"a non-finite reward {rewards[t_step, i]!r}"
+                f"a non-finite reward {float(rewards[t_step, i])!r}"
                 if not math.isfinite(rewards[t_step, i])
                 else f"a non-finite observation {_show(next_obs[t_step, i])}"
             )
@@ -334,7 +338,7 @@ class VectorEnv:
                 if reset_bad and not step_bad:
                     what = f"a non-finite observation from reset(): {_show(self.obs[i])}"
                 elif not math.isfinite(rewards[i]):
-                    what = f"a non-finite reward {rewards[i]!r}"
+                    what = f"a non-finite reward {float(rewards[i])!r}"
                 else:
                     what = f"a non-finite observation {_show(final_obs[i])}"
                 raise EnvironmentFault(

@@ -17,6 +17,7 @@ import math
 import re
 import sys
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,13 +109,40 @@ def _numerical_failure(exc: BaseException) -> bool:
     return isinstance(exc, (ValueError, RuntimeError)) and bool(_NUMERICAL.search(str(exc)))
 
 
+def _clone_state(obj: Any) -> Any:
+    """A deep copy of a state dict: tensors cloned, containers rebuilt. ~5x cheaper than
+    copy.deepcopy (Tensor.__deepcopy__ per tensor), which cost ~0.5 ms an update."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if type(obj) in (dict, OrderedDict):
+        out = type(obj)((k, _clone_state(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):  # a module's state_dict: versions, read-only in load_state_dict
+            out._metadata = obj._metadata
+        return out
+    if type(obj) in (list, tuple):
+        return type(obj)(_clone_state(v) for v in obj)
+    if obj is None or type(obj) in (int, float, str, bool):
+        return obj
+    return copy.deepcopy(obj)
+
+
+def _make_critic_optimizer(critic: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Adam with its fused kernel where this torch has one for CPU (one kernel for all
+    tensors: ~1.5 ms less per 10-step critic fit here than the per-tensor loop)."""
+    params = list(critic.parameters())
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # older torch: no fused CPU Adam
+        return torch.optim.Adam(params, lr=lr)
+
+
 class _Snapshot:
     """Parameters and optimiser state before an update, to put back if it goes non-finite."""
 
     def __init__(self, module: torch.nn.Module, stateful: Any):
         self.module, self.stateful = module, stateful
-        self.params = copy.deepcopy(module.state_dict())
-        self.state = copy.deepcopy(stateful.state_dict())
+        self.params = _clone_state(module.state_dict())
+        self.state = _clone_state(stateful.state_dict())
 
     def restore(self) -> None:
         self.module.load_state_dict(self.params)
@@ -131,8 +159,13 @@ def _guarded_actor_update(rule: methods.UpdateRule, actor: torch.nn.Module, batc
     except (ValueError, RuntimeError) as exc:
         if not _numerical_failure(exc):
             raise
+        if _all_finite(actor.parameters()):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            reason = f"actor update failed numerically ({type(exc).__name__}: {first[:160]})"
+        else:
+            reason = "actor update made parameters non-finite"
         snapshot.restore()
-        return {}, f"actor update failed: {exc}"
+        return {}, reason
     bad = [k for k, v in info.items() if isinstance(v, float) and not math.isfinite(v)]
     if not _all_finite(actor.parameters()):
         reason = "actor update made parameters non-finite"
@@ -223,7 +256,7 @@ def _train(config: TrainConfig, log: RunLog, state: dict[str, Any] | None, progr
     agent = Agent(env.spec.obs_dim, env.spec.action_space, config.hidden, config.activation, config.normalize_obs)
     rule = methods.make(config.method, agent.actor, **config.method_kwargs)
     rule.exact_cosine, rule.exact_damping = config.exact_cosine, config.exact_damping
-    critic_optimizer = torch.optim.Adam(agent.critic.parameters(), lr=config.critic_lr)
+    critic_optimizer = _make_critic_optimizer(agent.critic, config.critic_lr)
 
     steps_per_env = config.rollout_steps // config.num_envs
     num_updates = config.total_steps // config.rollout_steps
