@@ -202,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             note("stable-baselines3 not installed: SB3 rows skipped")
 
+    # Warm-up outside the timings: one-off imports (torch's optimizers pull in torch._dynamo,
+    # ~0.7 s) would otherwise be charged to whichever measurement comes first.
+    natpg_train("CartPole-v1", 1, 1000, methods[0] if methods else "smac")
+
     started = datetime.now(timezone.utc)
     load_start = os.getloadavg()
     rows: list[dict] = []
