@@ -65,7 +65,8 @@ def test_local_sweep_runs_everything_and_records_the_failure(smoke_sweep):
 def test_rerun_skips_finished_runs_and_redoes_an_interrupted_one(smoke_sweep):
     out, envs, _ = smoke_sweep
     interrupted = sweep.run_dir_for(out, envs[0], "smac", 0)
-    (interrupted / "summary.json").unlink()  # as if killed after its checkpoint
+    expected = json.loads((interrupted / "summary.json").read_text())
+    (interrupted / "summary.json").unlink()  # as if killed after its last checkpoint
     finished = sweep.run_dir_for(out, envs[1], "ac-sgd", 0) / "summary.json"
     before = finished.stat().st_mtime_ns
     result = sweep.run_sweep(out, envs, ["smac", "ac-sgd", FAILING], seeds=1, steps=STEPS, workers=1,
@@ -73,7 +74,8 @@ def test_rerun_skips_finished_runs_and_redoes_an_interrupted_one(smoke_sweep):
     assert result.done == [f"{envs[0]}/smac/seed0"]
     assert not result.failed  # --skip-failed keeps the recorded failures
     assert len(result.skipped) == 2 * 3 - 1
-    assert (interrupted / "summary.json").exists()
+    resumed = json.loads((interrupted / "summary.json").read_text())
+    assert resumed["final_return"] == expected["final_return"] and resumed["steps"] == expected["steps"]
     assert finished.stat().st_mtime_ns == before
     # The same directory with another budget: finished runs are kept, not silently taken as that budget.
     other = sweep.run_sweep(out, envs[:1], ["ac-sgd"], seeds=1, steps=2 * STEPS, workers=1, overrides=FAST,

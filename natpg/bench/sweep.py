@@ -209,12 +209,17 @@ def _train_natpg(spec: RunSpec, run_dir: Path) -> tuple[dict[str, Any], bool]:
     overrides = {**{k: v for k, v in spec.overrides if k in accepted}, **method_overrides}
     config = resolve_config(spec.env_id, name, spec.preset, total_steps=spec.total_steps, seed=spec.seed, torch_threads=1, **overrides)
     resume_kw = _trainer_supports_resume()
-    if resume_kw is not None and (run_dir / "checkpoint.pt").exists():
+    if resume_kw is not None:
+        # The trainer continues from checkpoint.pt, or starts afresh when there is none yet.
+        had_checkpoint = (run_dir / "checkpoint.pt").exists()
         try:
-            return train(config, run_dir=run_dir, progress=False, **{resume_kw: True}).summary, True
-        except Exception as exc:  # noqa: BLE001 - an unusable checkpoint: start the run again
+            return train(config, run_dir=run_dir, progress=False, **{resume_kw: True}).summary, had_checkpoint
+        except Exception as exc:  # noqa: BLE001
+            if not had_checkpoint:
+                raise
+            # An unusable checkpoint (another config, corrupt file): start the run again.
             print(f"natpg bench: cannot resume {spec.key} ({type(exc).__name__}: {exc}); restarting it", file=sys.stderr)
-    _clear_run_files(run_dir)  # an interrupted run without a usable checkpoint restarts from scratch
+    _clear_run_files(run_dir)  # without resume support an interrupted run restarts from scratch
     return train(config, run_dir=run_dir, progress=False).summary, False
 
 
