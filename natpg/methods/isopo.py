@@ -1,0 +1,190 @@
+"""ISOPO: isometric policy optimisation (Abrahamsen, arXiv 2512.23353), both variants.
+
+Single-pass approximations of the natural gradient, applied layer by layer to the actor's
+``nn.Linear`` layers. For one sample the layer's score is the rank-1 ``G_i = δ_i a_iᵀ`` (plus
+``δ_i`` for the bias), so the per-layer inner products ``⟨G_i, G_j⟩ = (δ_i·δ_j)(a_i·a_j + 1)``
+come from one forward and one backward pass (:meth:`natpg.scores.ScoreBatch.layer_grams`):
+no per-sample gradient is formed. Each microbatch of ``m = batch_size`` samples gives, per
+layer, coefficients ``c_i`` and the layer step ``lr · (1/m) Σ_i c_i G_i``:
+
+- ``isopo`` (variant A, non-interacting): ``c_i = A_i / n_i`` with ``n_i`` the sample's
+  Fisher norm in that layer, measured against probe samples ``T_k`` of the same layer,
+  ``n_i = sqrt(Σ_k ⟨G_i, T_k⟩²) / sqrt(Σ_k ‖T_k‖²)`` (default probes: every sample of the
+  microbatch, read off the layer Gram matrix). With ``regularization = c > 0`` (default 1)
+  the divisor is the authors' regularised ``sqrt(n_i² / (c·EMA[mean n²]) + 1)``; ``c = 0``
+  gives the plain ``n_i`` (its c → 0 limit up to a per-layer scale).
+- ``isopo-ntk`` (variant B, interacting): ``c = Ã = λ (K + λI)⁻¹ A`` with ``K`` the layer's
+  m×m Gram matrix and ``λ = damping · EMA(trace(K)/m)``. Then ``(1/m) Σ_i Ã_i G_i =
+  μ (μI + G_lᵀG_l/m)⁻¹ G_lᵀA/m`` with ``μ = λ/m``: the layer's damped natural gradient on the
+  microbatch, scaled by μ. It never exceeds the plain gradient in any direction and tends to
+  it when λ ≫ K.
+
+Normalisation ``1/m``: in their large-damping limits (c → ∞, λ → ∞) both variants are then
+exactly SGD at ``lr`` on the policy gradient, whatever the microbatch size. Parameters
+outside linear layers (the Gaussian log-std) take the plain policy gradient
+``(1/m) Σ_i A_i s_i`` — the authors' code drops the advantage there, which we read as a bug
+and do not copy. As in the paper: no importance ratio, no clipping, one pass over the
+rollout, one plain SGD step per microbatch.
+
+``standardize_advantages`` (per microbatch: centre, divide by RMS, as GRPO's group
+normalisation does in the authors' setting) is on by default for ``isopo``: per-sample
+normalisation makes the step no longer invariant to a constant shift of the advantages,
+and on CartPole with raw advantages variant A collapsed to a deterministic policy. The
+measurements behind the defaults are in docs/isopo_rat.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from natpg.linalg import check_positive, solve_shifted_gram
+from natpg.methods.base import PreconditionedRule
+from natpg.methods.registry import register
+from natpg.scores import ScoreBatch, flatten
+
+__all__ = ["ISOPO", "ISOPONTK", "fisher_norms_sq"]
+
+
+def fisher_norms_sq(gram: Tensor, probes: Tensor | None = None) -> Tensor:
+    """``n_i² = Σ_k ⟨G_i, T_k⟩² / Σ_k ‖T_k‖²`` from a layer's Gram matrix ``gram`` (m×m).
+
+    The probes ``T_k`` are the samples with indices ``probes`` (None: every sample, the exact
+    value under the microbatch's empirical Fisher ``F̂ = Σ_k T_kT_kᵀ``; then
+    ``n_i² = G_iᵀF̂G_i / tr F̂``, and n_i ≤ ‖G_i‖ by Cauchy–Schwarz). Only the probe columns
+    of ``gram`` are used.
+    """
+    cols = gram if probes is None else gram[:, probes]
+    probe_sq = torch.diagonal(gram) if probes is None else torch.diagonal(gram)[probes]
+    total = probe_sq.sum()
+    if not total > 0:
+        return torch.zeros(gram.shape[0], dtype=gram.dtype)
+    return (cols * cols).sum(1) / total
+
+
+class _Layerwise(PreconditionedRule):
+    """Shared machinery: per microbatch, one coefficient vector per linear layer; the plain
+    advantage for parameters outside linear layers; step ``lr · (1/m) Σ_i c_i s_i``."""
+
+    def __init__(self, actor, *, lr: float, batch_size: int | None, ema_decay: float, standardize_advantages: bool):
+        super().__init__(actor, lr=lr, batch_size=batch_size)
+        self.standardize_advantages = bool(standardize_advantages)
+        if not 0.0 <= float(ema_decay) < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay!r}")
+        self.ema_decay = float(ema_decay)
+        self.ema: list[float] = []  # one running average per linear layer, forward order
+
+    def _ema(self, layer: int, value: float) -> float:
+        if layer == len(self.ema):
+            self.ema.append(value)  # first value initialises the average (no zero bias)
+        else:
+            self.ema[layer] = self.ema_decay * self.ema[layer] + (1.0 - self.ema_decay) * value
+        return self.ema[layer]
+
+    def _coefficients(self, layer: int, gram: Tensor, advantages: Tensor) -> tuple[Tensor, float]:
+        """The layer's coefficients c (m,) and one diagnostic number."""
+        raise NotImplementedError
+
+    def direction(self, scores: ScoreBatch, advantages: Tensor | None, grad: Tensor):
+        if advantages is None:
+            raise ValueError(f"{self.name} transforms the advantages layer by layer: pass them to precondition_grads")
+        m = scores.num_samples
+        if self.standardize_advantages:
+            advantages = advantages - advantages.mean()
+            advantages = advantages / (advantages.pow(2).mean().sqrt() + 1e-8)
+        coefs, stats, layer = [], [], 0
+        for block, gram in zip(scores.blocks, scores.layer_grams()):
+            if not block.linear:
+                coefs.append(advantages / m)
+                continue
+            c, stat = self._coefficients(layer, gram, advantages)
+            coefs.append(c / m)
+            stats.append(stat)
+            layer += 1
+        return flatten(scores.weighted_sum(coefs)), self._info(stats)
+
+    def _info(self, stats: list[float]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "ema": list(self.ema)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.ema = list(state.get("ema", []))
+
+
+@register
+class ISOPO(_Layerwise):
+    """ISOPO variant A: each sample's layer gradient normalised by its Fisher norm."""
+
+    name = "isopo"
+    summary = "ISOPO variant A: per-sample, per-layer Fisher-norm normalisation (one pass)"
+
+    def __init__(
+        self,
+        actor,
+        *,
+        lr: float = 0.15,
+        batch_size: int | None = 250,
+        probes: int | None = None,
+        regularization: float = 1.0,
+        ema_decay: float = 0.9,
+        standardize_advantages: bool = True,
+    ):
+        super().__init__(actor, lr=lr, batch_size=batch_size, ema_decay=ema_decay, standardize_advantages=standardize_advantages)
+        if probes is not None and (not isinstance(probes, int) or probes < 1):
+            raise ValueError(f"probes must be a positive integer or None (every sample), got {probes!r}")
+        self.probes = probes
+        if not (isinstance(regularization, (int, float)) and regularization >= 0 and regularization < float("inf")):
+            raise ValueError(f"regularization must be a finite number >= 0 (0: the plain divisor n_i), got {regularization!r}")
+        self.regularization = float(regularization)
+
+    def _coefficients(self, layer: int, gram: Tensor, advantages: Tensor) -> tuple[Tensor, float]:
+        m = gram.shape[0]
+        probes = None if self.probes is None or self.probes >= m else torch.randperm(m)[: self.probes]
+        n_sq = fisher_norms_sq(gram, probes)
+        if self.regularization == 0.0:
+            # A sample orthogonal to every probe has n = 0: floor it far below the layer's scale.
+            floor = 1e-12 * float(n_sq.max()) + torch.finfo(n_sq.dtype).tiny
+            divisor = n_sq.clamp_min(floor).sqrt()
+        else:
+            scale = self._ema(layer, float(n_sq.mean())) * self.regularization
+            divisor = (n_sq / max(scale, torch.finfo(n_sq.dtype).tiny) + 1.0).sqrt()
+        return advantages / divisor.to(advantages.dtype), float(divisor.mean())
+
+    def _info(self, stats: list[float]) -> dict[str, float]:
+        return {"isopo_divisor_mean": sum(stats) / max(len(stats), 1)}
+
+
+@register
+class ISOPONTK(_Layerwise):
+    """ISOPO variant B: per-layer NTK transform of the microbatch advantages."""
+
+    name = "isopo-ntk"
+    summary = "ISOPO variant B: per-layer damped NTK transform of the advantages (one pass)"
+
+    def __init__(
+        self,
+        actor,
+        *,
+        lr: float = 0.3,
+        batch_size: int | None = 250,
+        damping: float = 1.0,
+        ema_decay: float = 0.9,
+        standardize_advantages: bool = False,
+    ):
+        super().__init__(actor, lr=lr, batch_size=batch_size, ema_decay=ema_decay, standardize_advantages=standardize_advantages)
+        self.damping = check_positive("damping", damping)
+
+    def _coefficients(self, layer: int, gram: Tensor, advantages: Tensor) -> tuple[Tensor, float]:
+        m = gram.shape[0]
+        lam = self.damping * self._ema(layer, float(torch.trace(gram)) / m)
+        lam = max(lam, torch.finfo(gram.dtype).tiny)
+        transformed = lam * solve_shifted_gram(gram, advantages, lam)
+        return transformed, lam
+
+    def _info(self, stats: list[float]) -> dict[str, float]:
+        return {"ntk_damping_mean": sum(stats) / max(len(stats), 1)}
