@@ -273,6 +273,7 @@ def fisher_vector_product(
     to save time. The parameters must not change while ``matvec`` is in use.
     """
     import math
+    import warnings
 
     from torch.func import functional_call, jvp, vjp
 
@@ -303,7 +304,10 @@ def fisher_vector_product(
 
     def matvec(v: Tensor) -> Tensor:
         tangents = tuple(t.to(p.dtype) for t, p in zip(unflatten(v, params), params))
-        _, pushed = jvp(forward, primals, tangents)
+        with warnings.catch_warnings():
+            # torch's forward-AD decompositions still load through torch.jit.script (deprecated).
+            warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
+            _, pushed = jvp(forward, primals, tangents)
         out = flatten(pullback(metric(pushed)))
         return out + damping * v if damping else out
 

@@ -26,6 +26,7 @@ retried with growing jitter; if it still fails the layer falls back to the plain
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -81,10 +82,10 @@ class KFAC(ObservedPreconditionedRule):
         actor,
         *,
         lr: float = 0.25,
-        kl_clip: float = 0.001,
+        kl_clip: float = 3e-3,
         damping: float = 0.01,
         momentum: float = 0.9,
-        stats_decay: float = 0.99,
+        stats_decay: float = 0.95,
         batch_size: int | None = None,
     ):
         try:
@@ -233,6 +234,8 @@ class KFAC(ObservedPreconditionedRule):
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        # torch's Optimizer.load_state_dict keeps the given momentum tensors (no copy): copy first.
+        state = copy.deepcopy(state)
         super().load_state_dict(state)
-        self.factors = {name: {k: v.clone() for k, v in stats.items()} for name, stats in state.get("factors", {}).items()}
+        self.factors = {name: dict(stats) for name, stats in state.get("factors", {}).items()}
         self.failures_total = int(state.get("failures_total", 0))
