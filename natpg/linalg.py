@@ -53,6 +53,24 @@ def check_finite(name: str, tensor: Tensor) -> None:
         raise ValueError(f"{name} contains NaN or inf")
 
 
+def _check_square(name: str, x: Tensor) -> None:
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 2 or x.shape[0] != x.shape[1]:
+        raise ValueError(f"{name} must be square, got shape {tuple(x.shape)}")
+    check_finite(name, x)
+
+
+def _check_rows(name: str, x: Tensor, gram: Tensor) -> None:
+    """``x`` is a finite (n,) or (n, k) tensor for an n×n ``gram``."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() not in (1, 2) or x.shape[0] != gram.shape[0]:
+        rows = x.shape[0] if x.dim() else 0
+        raise ValueError(f"{name} has {rows} rows but gram is {gram.shape[0]}×{gram.shape[0]}")
+    check_finite(name, x)
+
+
 def _check_vector(name: str, x: Tensor) -> None:
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -145,13 +163,17 @@ def solve_shifted_gram(gram: Tensor, y: Tensor, shift: float, max_jitter_tries: 
     raised tenfold up to ``max_jitter_tries`` times before giving up.
     """
     shift = check_positive("shift", shift)
-    if gram.dim() != 2 or gram.shape[0] != gram.shape[1]:
-        raise ValueError(f"gram must be square, got shape {tuple(gram.shape)}")
-    if y.shape[0] != gram.shape[0]:
-        raise ValueError(f"y has {y.shape[0]} rows but gram is {gram.shape[0]}×{gram.shape[0]}")
+    _check_square("gram", gram)
+    _check_rows("y", y, gram)
+    if not isinstance(max_jitter_tries, int) or isinstance(max_jitter_tries, bool) or max_jitter_tries < 0:
+        raise ValueError(f"max_jitter_tries must be an integer >= 0, got {max_jitter_tries!r}")
     k = gram.to(torch.float64)
     k = 0.5 * (k + k.T)
     eye = torch.eye(k.shape[0], dtype=k.dtype, device=k.device)
+    # A gram matrix computed in low precision can be indefinite by about eps·n·max|K_ii|,
+    # which may dwarf the shift: the jitter escalates from at least that size.
+    scale = float(torch.diagonal(k).abs().max()) if k.numel() else 0.0
+    floor = torch.finfo(gram.dtype).eps * max(k.shape[0], 1) * scale if gram.is_floating_point() else 0.0
     jitter = shift
     for _ in range(max_jitter_tries + 1):
         chol, info = torch.linalg.cholesky_ex(k + jitter * eye)
@@ -159,7 +181,8 @@ def solve_shifted_gram(gram: Tensor, y: Tensor, shift: float, max_jitter_tries: 
             rhs = y.to(torch.float64)
             sol = torch.cholesky_solve(rhs.reshape(rhs.shape[0], -1), chol).reshape(rhs.shape)
             return sol.to(y.dtype)
-        jitter *= 10.0
+        jitter = max(jitter * 10.0, floor)
+        floor *= 10.0
     raise ValueError("gram + shift·I is not positive definite even after adding jitter")
 
 
@@ -195,9 +218,16 @@ def kaczmarz_block_coefficients(gram: Tensor, residual: Tensor, damping: float, 
     symmetric form ``c = D^½ (damping·b·I + D^½ S_τS_τᵀ D^½)⁻¹ D^½ r`` (Cholesky).
     """
     lam = check_positive("damping", damping)
+    _check_square("gram", gram)
+    _check_rows("residual", residual, gram)
     b = gram.shape[0]
     if weights is None:
         return solve_shifted_gram(gram, residual, lam * b)
+    if not isinstance(weights, Tensor) or weights.shape != residual.shape[:1]:
+        raise ValueError(f"weights must have the same shape as residual, got {getattr(weights, 'shape', type(weights))}")
+    check_finite("weights", weights)
+    if bool((weights <= 0).any()):
+        raise ValueError("weights must be positive")
     root = weights.sqrt()
     return root * solve_shifted_gram(gram * root[:, None] * root[None, :], root * residual, lam * b)
 
@@ -235,12 +265,12 @@ def block_kaczmarz(
     if S.shape[0] != y.shape[0]:
         raise ValueError(f"S has {S.shape[0]} rows but y has length {y.shape[0]}")
     rows = S.shape[0]
-    if not isinstance(block_size, int) or not 1 <= block_size <= rows:
+    if not isinstance(block_size, int) or isinstance(block_size, bool) or not 1 <= block_size <= rows:
         raise ValueError(f"block_size must be an integer in [1, {rows}], got {block_size!r}")
-    if not isinstance(iters, int) or iters < 1:
+    if not isinstance(iters, int) or isinstance(iters, bool) or iters < 1:
         raise ValueError(f"iters must be a positive integer, got {iters!r}")
     if row_weights is not None:
-        if row_weights.shape != y.shape:
+        if not isinstance(row_weights, Tensor) or row_weights.shape != y.shape:
             raise ValueError("row_weights must have the same shape as y")
         check_finite("row_weights", row_weights)
         if bool((row_weights <= 0).any()):
