@@ -210,19 +210,8 @@ def compute_scores(actor: Actor, obs: Tensor, actions: Tensor) -> tuple[ScoreBat
 # The Fisher of a policy whose distribution is a function of parameters ψ(θ) (categorical
 # logits, Gaussian mean and std) is the Gauss–Newton form F = E_s[Jᵀ M J], J = ∂ψ/∂θ and M the
 # Fisher of the distribution in ψ (analytic). It equals the Hessian of KL(π_old ‖ π_θ) at
-# θ_old, costs one JVP and one VJP per product (no double backprop), and involves no sampled
-# actions: it is the true Fisher of the policy, not an estimate.
-
-
-class _DistributionParameters(nn.Module):
-    """Wraps an actor so that ``forward(obs)`` returns its distribution's parameters."""
-
-    def __init__(self, actor: Actor):
-        super().__init__()
-        self.actor = actor
-
-    def forward(self, obs: Tensor) -> tuple[Tensor, ...]:
-        return distribution_parameters(self.actor.distribution(obs))
+# θ_old, costs one JVP and one VJP per product (no Hessian of the KL through the network), and
+# involves no sampled actions: it is the true Fisher of the policy, not an estimate.
 
 
 def distribution_parameters(dist: Distribution) -> tuple[Tensor, ...]:
@@ -273,9 +262,6 @@ def fisher_vector_product(
     to save time. The parameters must not change while ``matvec`` is in use.
     """
     import math
-    import warnings
-
-    from torch.func import functional_call, jvp, vjp
 
     try:
         damping = float(damping)
@@ -291,24 +277,22 @@ def fisher_vector_product(
     if fraction < 1.0:
         keep = max(1, int(round(fraction * obs.shape[0])))
         obs = obs[torch.randperm(obs.shape[0], generator=generator)[:keep]]
-    named = [(n, p) for n, p in actor.named_parameters() if p.requires_grad]
-    params = [p for _, p in named]
-    wrapper = _DistributionParameters(actor)
-    primals = tuple(p.detach() for p in params)
-
-    def forward(*flat: Tensor) -> tuple[Tensor, ...]:
-        return functional_call(wrapper, {f"actor.{n}": t for (n, _), t in zip(named, flat)}, (obs,))
-
-    outputs, pullback = vjp(forward, *primals)
-    metric = _metric(outputs, obs.shape[0])
+    params = trainable_parameters(actor)
+    with torch.enable_grad():
+        outputs = distribution_parameters(actor.distribution(obs))
+        metric = _metric(outputs, obs.shape[0])
+        # Jᵀu is linear in u, so the graph of u ↦ Jᵀu, built once at u = 0, gives J v for any v
+        # by one more backward pass (reverse-over-reverse JVP; much cheaper here than forward
+        # mode through torch.func, whose per-call overhead dominates for small MLPs).
+        dummies = [torch.zeros_like(o, requires_grad=True) for o in outputs]
+        pulled = torch.autograd.grad(outputs, params, dummies, create_graph=True, allow_unused=True)
+        pulled_flat = flatten([torch.zeros_like(p) if g is None else g for p, g in zip(params, pulled)])
 
     def matvec(v: Tensor) -> Tensor:
-        tangents = tuple(t.to(p.dtype) for t, p in zip(unflatten(v, params), params))
-        with warnings.catch_warnings():
-            # torch's forward-AD decompositions still load through torch.jit.script (deprecated).
-            warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
-            _, pushed = jvp(forward, primals, tangents)
-        out = flatten(pullback(metric(pushed)))
+        pushed = torch.autograd.grad(pulled_flat, dummies, v.to(pulled_flat.dtype), retain_graph=True, allow_unused=True)
+        pushed = tuple(torch.zeros_like(o) if j is None else j for o, j in zip(outputs, pushed))
+        grads = torch.autograd.grad(outputs, params, metric(pushed), retain_graph=True, allow_unused=True)
+        out = flatten([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]).detach()
         return out + damping * v if damping else out
 
     return matvec
