@@ -196,11 +196,9 @@ def _clear_run_files(run_dir: Path) -> None:
 
 
 def _train_natpg(spec: RunSpec, run_dir: Path) -> tuple[dict[str, Any], bool]:
-    from natpg.config import resolve_config
-    from natpg.trainer import train
-
     from natpg import methods
-    from natpg.config import trainer_field_names
+    from natpg.config import resolve_config, trainer_field_names
+    from natpg.trainer import train
 
     name, method_overrides = parse_method_spec(spec.method_spec)
     # Sweep-wide overrides: trainer settings apply to every run, a method hyperparameter to the
@@ -214,10 +212,10 @@ def _train_natpg(spec: RunSpec, run_dir: Path) -> tuple[dict[str, Any], bool]:
         had_checkpoint = (run_dir / "checkpoint.pt").exists()
         try:
             return train(config, run_dir=run_dir, progress=False, **{resume_kw: True}).summary, had_checkpoint
-        except Exception as exc:  # noqa: BLE001
+        except ValueError as exc:
             if not had_checkpoint:
                 raise
-            # An unusable checkpoint (another config, corrupt file): start the run again.
+            # An unusable checkpoint (another config, another budget): start the run again.
             print(f"natpg bench: cannot resume {spec.key} ({type(exc).__name__}: {exc}); restarting it", file=sys.stderr)
     _clear_run_files(run_dir)  # without resume support an interrupted run restarts from scratch
     return train(config, run_dir=run_dir, progress=False).summary, False
