@@ -129,6 +129,18 @@ class Range:
                 text = noun
         return text + (" (or None)" if self.optional else "")
 
+    def accepts_type(self, value: Any) -> bool:
+        """The right kind of value (an integer for "int", ...), whatever its range."""
+        if value is None:
+            return self.optional
+        if self.kind == "bool":
+            return isinstance(value, bool)
+        if self.kind == "str":
+            return isinstance(value, str)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return False
+        return self.kind != "int" or isinstance(value, numbers.Integral)
+
     def accepts(self, value: Any) -> bool:
         if value is None:
             return self.optional
@@ -278,11 +290,15 @@ def validate_method_hyperparameters(method: str, hyperparameters: dict[str, Any]
     if missing:
         raise ValueError(f"--method {method} needs {', '.join(flag_name(k) for k in missing)} (no default)")
     hints = _rule_hints(cls)
-    for name, value in hyperparameters.items():
-        spec = _range_from_hint(hints.get(name))
-        if spec is not None:
-            spec.check(flag_name(name), value, f" (hyperparameter of --method {method})")
-    _dry_run(cls, method, hyperparameters)
+    specs = {name: _range_from_hint(hints.get(name)) for name in hyperparameters}
+    context = f" (hyperparameter of --method {method})"
+    for name, value in hyperparameters.items():  # types first: a constructor may choke on a wrong one
+        if specs[name] is not None and not specs[name].accepts_type(value):
+            specs[name].check(flag_name(name), value, context)
+    _dry_run(cls, method, hyperparameters)  # the rule's own words for ranges, e.g. "finite positive"
+    for name, value in hyperparameters.items():  # what the rule did not check itself (NaN, inf)
+        if specs[name] is not None:
+            specs[name].check(flag_name(name), value, context)
 
 
 def _unknown_message(unknown: list[str], method: str, accepted: dict[str, Any]) -> str:

@@ -81,7 +81,7 @@ BAD_CONFIGS = [
     (dict(gae_lambda=-0.1), ["--gae-lambda", "-0.1", "[0, 1]"]),
     (dict(gamma=float("nan")), ["--gamma", "nan", "[0, 1]"]),
     (dict(batch_size=5000), ["--batch-size", "5000", "--rollout-steps", "1..1000"]),
-    (dict(batch_size=0), ["--batch-size", "0", ">= 1"]),
+    (dict(batch_size=0), ["--batch-size", "0", "positive integer"]),
     (dict(batch_size=2.5), ["--batch-size", "2.5", "integer"]),
     (dict(hidden=(0,)), ["--hidden", "(0,)", "positive integers"]),
     (dict(hidden=()), ["--hidden", "()", "positive integers"]),
@@ -173,7 +173,7 @@ def test_trainer_validates_a_hand_built_config(no_env_creation, tmp_path):
 
 CLI_BAD = [
     (["--lr", "-1"], "natpg train: error: --lr must be a finite positive number, got -1.0"),
-    (["--damping", "nan"], "natpg train: error: --damping must be a finite number, got nan"),
+    (["--damping", "nan"], "natpg train: error: --damping must be a finite positive number, got nan"),
     (["--critic-lr", "inf"], "natpg train: error: --critic-lr must be a finite number > 0, got inf"),
     (["--method", "smak"], "did you mean smac?"),
     (["--env", "CartPol-v1"], "did you mean CartPole-v1"),
