@@ -65,8 +65,9 @@ def fisher_norms_sq(gram: Tensor, probes: Tensor | None = None) -> Tensor:
 
 
 class _Layerwise(PreconditionedRule):
-    """Shared machinery: per microbatch, one coefficient vector per linear layer; the plain
-    advantage for parameters outside linear layers; step ``lr · (1/m) Σ_i c_i s_i``."""
+    """Shared machinery: per microbatch, one coefficient vector c per linear layer (the
+    subclass's transform of the advantages), ``A/m`` for parameters outside linear layers
+    (the plain policy gradient); step ``lr · Σ_i c_i s_i`` block by block."""
 
     def __init__(self, actor, *, lr: float, batch_size: int | None, ema_decay: float, standardize_advantages: bool):
         super().__init__(actor, lr=lr, batch_size=batch_size)
@@ -84,7 +85,8 @@ class _Layerwise(PreconditionedRule):
         return self.ema[layer]
 
     def _coefficients(self, layer: int, gram: Tensor, advantages: Tensor) -> tuple[Tensor, float]:
-        """The layer's coefficients c (m,) and one diagnostic number."""
+        """The layer's coefficients c (m,), the step being ``lr · Σ_i c_i G_i``, and one
+        diagnostic number."""
         raise NotImplementedError
 
     def direction(self, scores: ScoreBatch, advantages: Tensor | None, grad: Tensor):
@@ -100,7 +102,7 @@ class _Layerwise(PreconditionedRule):
                 coefs.append(advantages / m)
                 continue
             c, stat = self._coefficients(layer, gram, advantages)
-            coefs.append(c / m)
+            coefs.append(c)
             stats.append(stat)
             layer += 1
         return flatten(scores.weighted_sum(coefs)), self._info(stats)
@@ -153,7 +155,7 @@ class ISOPO(_Layerwise):
         else:
             scale = self._ema(layer, float(n_sq.mean())) * self.regularization
             divisor = (n_sq / max(scale, torch.finfo(n_sq.dtype).tiny) + 1.0).sqrt()
-        return advantages / divisor.to(advantages.dtype), float(divisor.mean())
+        return advantages / (m * divisor.to(advantages.dtype)), float(divisor.mean())
 
     def _info(self, stats: list[float]) -> dict[str, float]:
         return {"isopo_divisor_mean": sum(stats) / max(len(stats), 1)}
@@ -183,8 +185,8 @@ class ISOPONTK(_Layerwise):
         m = gram.shape[0]
         lam = self.damping * self._ema(layer, float(torch.trace(gram)) / m)
         lam = max(lam, torch.finfo(gram.dtype).tiny)
-        transformed = lam * solve_shifted_gram(gram, advantages, lam)
-        return transformed, lam
+        transformed = lam * solve_shifted_gram(gram, advantages, lam)  # Ã = λ (K + λI)⁻¹ A
+        return transformed / m, lam
 
     def _info(self, stats: list[float]) -> dict[str, float]:
         return {"ntk_damping_mean": sum(stats) / max(len(stats), 1)}
