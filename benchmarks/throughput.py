@@ -50,6 +50,10 @@ def cpu_model() -> str:
 
 
 def git_commit() -> str:
+    import natpg
+
+    if Path(natpg.__file__).resolve().parents[1] != Path(__file__).resolve().parents[1]:
+        return "n/a (natpg imported from outside this checkout)"
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "natpg"], capture_output=True, text=True).stdout.strip()
@@ -117,10 +121,12 @@ def raw_sync_vector(env_id: str, num_envs: int, steps: int, seed: int = 0) -> di
     return {"steps": rounds * num_envs, "wall": t.wall, "cpu": t.cpu}
 
 
-def raw_envpool(env_id: str, num_envs: int, steps: int, seed: int = 0) -> dict:
+def raw_envpool(env_id: str, num_envs: int, steps: int, seed: int = 0, threads: int = 1) -> dict:
+    """EnvPool's own C++ implementation of the task (synchronous mode, ``threads`` workers).
+    Process CPU time counts its worker threads too."""
     import envpool
 
-    env = envpool.make_gymnasium(env_id, num_envs=num_envs, seed=seed)
+    env = envpool.make_gymnasium(env_id, num_envs=num_envs, seed=seed, num_threads=threads)
     env.reset()
     rng = np.random.default_rng(seed)
     rounds = steps // num_envs
@@ -133,15 +139,32 @@ def raw_envpool(env_id: str, num_envs: int, steps: int, seed: int = 0) -> dict:
 
 
 def natpg_train(env_id: str, num_envs: int, steps: int, method: str, seed: int = 0, **overrides) -> dict:
+    """``natpg.train`` timed from its first rollout to its return: every update included,
+    the one-off set-up (config checks, ``gymnasium.make``, building the networks) not —
+    as for the raw loop, whose environments are made before its timer starts. ``setup``
+    reports that one-off part."""
     import natpg
+    import natpg.trainer as trainer
 
-    with Timer() as t:
-        result = natpg.train(env_id, method=method, total_steps=steps, seed=seed, num_envs=num_envs, **overrides)
-    s = result.summary
+    first: dict[str, float] = {}
+    collect = trainer.collect
+
+    def timed_collect(*args, **kwargs):
+        if not first:
+            first["wall"], first["cpu"] = time.perf_counter(), time.process_time()
+        return collect(*args, **kwargs)
+
+    trainer.collect = timed_collect
+    try:
+        with Timer() as t:
+            result = natpg.train(env_id, method=method, total_steps=steps, seed=seed, num_envs=num_envs, **overrides)
+    finally:
+        trainer.collect = collect
+    setup = first["wall"] - t.wall0
     rows = result.metrics
     update = float(sum(r["update_time"] for r in rows))
-    return {"steps": s["steps"], "wall": t.wall, "cpu": t.cpu, "update_wall": update,
-            "final_return": s["final_return"]}
+    return {"steps": result.summary["steps"], "wall": t.wall - setup, "cpu": t.cpu - (first["cpu"] - t.cpu0),
+            "setup": setup, "update_wall": update, "final_return": result.summary["final_return"]}
 
 
 def sb3_train(env_id: str, num_envs: int, steps: int, algo: str, seed: int = 0) -> dict:
@@ -184,12 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=1, help="repeat each measurement, keep the fastest")
     p.add_argument("--sb3", action="store_true", help="also SB3 PPO and A2C (defaults) when installed")
     p.add_argument("--sync-vector", action="store_true", help="also raw gymnasium SyncVectorEnv for N > 1")
-    p.add_argument("--envpool", action="store_true", help="also raw EnvPool stepping when installed")
+    p.add_argument("--envpool", default="", metavar="THREADS",
+                   help="also raw EnvPool stepping when installed, with these worker-thread counts (e.g. 1,2)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a natpg.train override for every natpg run, e.g. critic_steps=1 or torch_threads=2")
     p.add_argument("--no-diagnostics", action="store_true",
                    help="what-if: actor updates without the common diagnostics (UpdateRule.update(diagnostics=False))")
     p.add_argument("--out", default=None, help="write OUT.md and OUT.json")
+    p.add_argument("--note", default="", help="a line of context for the results header")
     args = p.parse_args(argv)
 
     env_ids = [e for e in args.envs.split(",") if e]
@@ -238,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.sync_vector and n > 1:
                 runners.append(("raw SyncVectorEnv", lambda: raw_sync_vector(env_id, n, steps_n)))
             if have_envpool:
-                runners.append(("raw envpool", lambda: raw_envpool(env_id, n, steps_n)))
+                for threads in (int(t) for t in args.envpool.split(",")):
+                    runners.append((f"raw envpool threads={threads}", lambda t=threads: raw_envpool(env_id, n, steps_n, threads=t)))
             for method in methods:
                 runners.append((f"natpg {method}{label}", lambda m=method: natpg_train(env_id, n, steps_n, m, **overrides)))
             if have_sb3:
@@ -291,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         "versions": f"python {platform.python_version()}, torch {torch.__version__}, gymnasium {gymnasium.__version__}, "
         f"mujoco {mj}, numpy {np.__version__}",
         "natpg_commit": git_commit(),
+        "natpg_imported_from": str(Path(natpg.methods.__file__).parents[1]),
+        "note": args.note,
         "nice": os.nice(0),
     }
     lines = [
@@ -298,16 +326,18 @@ def main(argv: list[str] | None = None) -> int:
         f"- date: {meta['date']} (took {meta['duration_s']} s)",
         f"- machine: {meta['machine']}; load average {meta['load_average_start_end'][0]} → "
         f"{meta['load_average_start_end'][1]}; nice {meta['nice']}",
-        f"- versions: {meta['versions']}; natpg commit {meta['natpg_commit']}",
+        f"- versions: {meta['versions']}; natpg commit {meta['natpg_commit']} (imported from {meta['natpg_imported_from']})",
+        *([f"- note: {args.note}"] if args.note else []),
         "",
-        "| env | N | runner | steps | steps/s (wall) | ratio to raw | steps/s (CPU) | CPU ratio | update share |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| env | N | runner | steps | steps/s (wall) | ratio to raw | steps/s (CPU) | CPU ratio | update share | set-up s |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         share = f"{r['update_wall'] / r['wall']:.0%}" if "update_wall" in r else ""
+        setup = f"{r['setup']:.2f}" if "setup" in r else ""
         lines.append(
             f"| {r['env']} | {r['num_envs']} | {r['runner']} | {r['steps']:,} | {fmt(r['sps'])} | {r['ratio']:.2f} "
-            f"| {fmt(r['cpu_sps'])} | {r['cpu_ratio']:.2f} | {share} |"
+            f"| {fmt(r['cpu_sps'])} | {r['cpu_ratio']:.2f} | {share} | {setup} |"
         )
     text = "\n".join(lines)
     print(text)
