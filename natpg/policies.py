@@ -245,8 +245,9 @@ class NumpyPolicy:
         written into ``out`` (one row of :meth:`action_array`) and returned."""
         logits = self._output(obs)
         if self.discrete:
-            logits = logits + noise  # = logits − log(−log u) exactly: the Gumbel-max trick
-            return np.argmax(logits, axis=-1, out=out)
+            # logits + (−log(−log u)) = logits − log(−log u) exactly: the Gumbel-max trick. The
+            # ndarray method, not np.argmax, whose Python wrapper costs ~2 µs a call.
+            return (logits + noise).argmax(-1, out=out)
         return np.add(logits, noise, out=out)
 
     def sample(self, obs: np.ndarray, rng: np.random.Generator, deterministic: bool = False) -> np.ndarray:
