@@ -241,6 +241,11 @@ def train(
     try:
         state = log.load_checkpoint() if resume else None
         if state is not None:
+            if state.get("format", 1) < 2:
+                raise ValueError(
+                    f"the checkpoint in {log.run_dir} was written by an older natpg without resume state; "
+                    "start the run afresh with --overwrite"
+                )
             _check_resumable(config, state["config"], log.run_dir)
             if state["timesteps"] > config.total_steps:
                 raise ValueError(f"--steps {config.total_steps} is below the {state['timesteps']} steps the run has already done")

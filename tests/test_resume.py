@@ -205,3 +205,14 @@ def test_checkpoint_holds_the_full_training_state(tmp_path):
     assert {"agent", "rule", "critic_optimizer", "torch_rng", "numpy_rng", "env", "rows", "counts", "episodes",
             "timesteps", "next_checkpoint", "config"} <= set(state)
     assert state["env"]["envs"][0]["kind"] == "pickle" and len(state["rows"]) == 2
+
+
+def test_a_checkpoint_without_resume_state_is_refused_clearly(tmp_path):
+    import torch
+
+    natpg.train("CartPole-v1", "smac", total_steps=200, seed=0, out=tmp_path, rollout_steps=200, hidden=(8,))
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    old = {k: state[k] for k in ("agent", "rule", "critic_optimizer", "timesteps", "episodes", "config")}  # pre-resume format
+    torch.save(old, tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError, match="written by an older natpg without resume state; start the run afresh with --overwrite"):
+        natpg.train("CartPole-v1", "smac", total_steps=400, seed=0, out=tmp_path, rollout_steps=200, hidden=(8,), resume=True)
