@@ -206,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=30_000, help="transitions per measurement (Humanoid: 0.4x)")
     p.add_argument("--repeats", type=int, default=1, help="repeat each measurement, keep the fastest")
     p.add_argument("--sb3", action="store_true", help="also SB3 PPO and A2C (defaults) when installed")
+    p.add_argument("--sb3-steps", type=int, default=10_000, help="transitions per SB3 measurement (Humanoid: 0.4x)")
     p.add_argument("--sync-vector", action="store_true", help="also raw gymnasium SyncVectorEnv for N > 1")
     p.add_argument("--envpool", default="", metavar="THREADS",
                    help="also raw EnvPool stepping when installed, with these worker-thread counts (e.g. 1,2)")
@@ -269,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                 runners.append((f"natpg {method}{label}", lambda m=method: natpg_train(env_id, n, steps_n, m, **overrides)))
             if have_sb3:
                 for algo in ("PPO", "A2C"):
-                    runners.append((f"sb3 {algo}", lambda a=algo: sb3_train(env_id, n, steps_n, a)))
+                    sb3_steps = int(args.sb3_steps * STEP_SCALE.get(env_id, 1.0))
+                    runners.append((f"sb3 {algo}", lambda a=algo, k=sb3_steps: sb3_train(env_id, n, k, a)))
             # Repeats interleave all runners, so that each sees the same spread of machine load;
             # the fastest wall time and the smallest CPU time are kept, each on its own.
             results: dict[str, list[dict]] = {name: [] for name, _ in runners}
