@@ -86,13 +86,23 @@ def sherman_morrison_solve(u: Tensor, g: Tensor, damping: float) -> Tensor:
     ``u`` and ``g`` are 1-D tensors of equal length; ``damping`` a finite number > 0.
     """
     lam = check_positive("damping", damping)
-    _check_vector("u", u)
-    _check_vector("g", g)
+    for name, x in (("u", u), ("g", g)):
+        if not isinstance(x, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 1:
+            raise ValueError(f"{name} must be 1-D, got shape {tuple(x.shape)}")
     if u.shape != g.shape:
         raise ValueError(f"u and g must have the same length, got {u.numel()} and {g.numel()}")
     if u.dtype != g.dtype:
         raise ValueError(f"u and g must have the same dtype, got {u.dtype} and {g.dtype}")
-    coef = torch.dot(u, g) / (lam * (lam + torch.dot(u, u)))
+    uu, ug = torch.dot(u, u), torch.dot(u, g)
+    # The finiteness check costs nothing extra: a NaN or inf in u makes uᵀu non-finite, and
+    # one in g makes uᵀg non-finite (0·inf = NaN). Only then look for the culprit.
+    if not bool(torch.isfinite(uu) & torch.isfinite(ug)):
+        check_finite("u", u)
+        check_finite("g", g)
+        raise ValueError("uᵀu or uᵀg overflows its dtype: rescale u and g (or use float64)")
+    coef = ug / (lam * (lam + uu))
     if torch.is_grad_enabled() and (u.requires_grad or g.requires_grad):
         return g / lam - coef * u  # keeps the graph through coef
     return torch.add(g / lam, u, alpha=-float(coef))  # two passes over d, no other temporaries
