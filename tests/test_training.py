@@ -83,7 +83,8 @@ def test_cli_train_then_eval(tmp_path):
     config = json.loads((run / "config.json").read_text())
     # preset values, with explicit flags winning
     assert config["max_episode_steps"] == 1000 and config["hidden"] == [32, 32]
-    assert config["method_kwargs"] == {"lr": 5e-3, "damping": 0.5, "batch_size": 1000}
+    kwargs = config["method_kwargs"]
+    assert (kwargs["lr"], kwargs["damping"], kwargs["batch_size"]) == (5e-3, 0.5, 1000)
     ev = subprocess.run([sys.executable, "-m", "natpg.cli", "eval", "--run", str(run), "--episodes", "3"],
                         capture_output=True, text=True, check=True).stdout
     assert "±" in ev and "3 episodes" in ev
