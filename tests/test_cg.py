@@ -210,3 +210,13 @@ def test_cg_methods_learn_cartpole(method, steps, threshold):
     config = resolve_config("CartPole-v1", method, total_steps=steps, seed=0)
     result = train(config)
     assert result.summary["final_return"] >= threshold  # a random policy scores ~22
+
+
+def test_paper_preset_sets_ac_cg_step_per_table2():
+    from natpg.config import resolve_config
+
+    # SMAC paper, Table 2, AC-CG η (the paper's "Walker" is Walker2d).
+    table2 = {"Acrobot-v1": 6e-1, "CartPole-v1": 8e-2, "Pendulum-v1": 3e-2, "HalfCheetah-v5": 1e-2, "Hopper-v5": 1e-2,
+              "Swimmer-v5": 1e-2, "Walker2d-v5": 1e-2, "Humanoid-v5": 9e-1, "Pusher-v5": 9e-1}
+    for env, lr in table2.items():
+        assert resolve_config(env, "ac-cg", "paper").method_kwargs["lr"] == lr
