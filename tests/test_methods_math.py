@@ -90,3 +90,21 @@ def test_precondition_grads_in_a_foreign_loop():
     ls = S.mean(0)
     expected = torch.linalg.solve(0.7 * torch.eye(d, dtype=torch.float64) + torch.outer(ls, ls), S.T @ adv / S.shape[0])
     torch.testing.assert_close(-flatten([p.grad for p in actor.parameters()]), expected)
+
+
+def test_rules_loaded_from_one_state_do_not_share_buffers():
+    actor = tiny_actor("gaussian")
+    obs, actions, adv = tiny_batch(actor)
+    rule = methods.make("ac-adam", actor, lr=0.01)
+    rule.update(PolicyBatch(obs, actions, adv))
+    state = rule.state_dict()
+    twins = []
+    for _ in range(2):
+        a = tiny_actor("gaussian")
+        a.load_state_dict(actor.state_dict())
+        r = methods.make("ac-adam", a, lr=0.01)
+        r.load_state_dict(state)
+        twins.append((a, r))
+    twins[0][1].update(PolicyBatch(obs, actions, adv))
+    twins[1][1].update(PolicyBatch(obs, actions, adv))
+    torch.testing.assert_close(flatten(list(twins[0][0].parameters())), flatten(list(twins[1][0].parameters())))

@@ -18,6 +18,7 @@ search, RAT's multi-epoch Kaczmarz — subclass :class:`UpdateRule` and implemen
 
 from __future__ import annotations
 
+import copy
 import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -213,4 +214,6 @@ class PreconditionedRule(UpdateRule):
         return {"optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        # torch's Optimizer.load_state_dict keeps the given tensors: copy, so that two rules
+        # loaded from one in-memory state never share moment buffers.
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
