@@ -395,9 +395,9 @@ def resolve_config(env_id: str, method: str = "smac", preset: str | None = None,
         shared, own = preset_values(preset, env_id, method)
         values.update(shared)
         method_kwargs.update({k: v for k, v in own.items() if k in accepted})
+    # None is a value like any other: ``batch_size=None`` asks for the whole rollout,
+    # ``max_episode_steps=None`` for the env's own horizon.
     for key, value in overrides.items():
-        if value is None:
-            continue
         if key in accepted:
             method_kwargs[key] = value
         else:

@@ -106,3 +106,12 @@ def test_user_registered_env_via_module_prefix(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     result = natpg.train("my_envs:MyPendulum-v0", method="ac-sgd", total_steps=1000, seed=0)
     assert result.summary["episodes"] == 20
+
+
+def test_none_is_an_explicit_override():
+    from natpg.config import resolve_config
+
+    config = resolve_config("CartPole-v1", "smac", "paper", batch_size=None, max_episode_steps=None)
+    assert config.method_kwargs["batch_size"] is None and config.max_episode_steps is None
+    with pytest.raises(ValueError, match="--steps"):
+        resolve_config("CartPole-v1", "smac", total_steps=None)
