@@ -12,6 +12,7 @@ import difflib
 import importlib
 import math
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,8 +111,30 @@ class _ShiftDiscrete(gym.ActionWrapper):
         return int(action) + self._start
 
 
+_MUJOCO_WARNINGS_SEEN: set[str] = set()
+
+
+def _route_mujoco_warnings() -> None:
+    """MuJoCo prints its warnings to stderr and appends them to MUJOCO_LOG.TXT in the current
+    directory (one line per environment created, e.g. gymnasium's deprecated `settotalmass`).
+    Route them to Python's warnings instead, once per distinct message."""
+    try:
+        import mujoco
+    except ImportError:
+        return
+
+    def handler(message: str) -> None:
+        if message not in _MUJOCO_WARNINGS_SEEN:
+            _MUJOCO_WARNINGS_SEEN.add(message)
+            warnings.warn(f"MuJoCo: {message.strip()}", RuntimeWarning, stacklevel=2)
+
+    mujoco.set_mju_user_warning(handler)
+
+
 def make_env(env_id: str, max_episode_steps: int | None = None, **kwargs) -> gym.Env:
     name = check_env_id(env_id)
+    if not _MUJOCO_WARNINGS_SEEN and "mujoco" in str(gym.spec(name).entry_point):
+        _route_mujoco_warnings()
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = max_episode_steps
     try:
