@@ -155,16 +155,24 @@ def natpg_train(env_id: str, num_envs: int, steps: int, method: str, seed: int =
         return collect(*args, **kwargs)
 
     trainer.collect = timed_collect
+    stopped = ""
     try:
         with Timer() as t:
-            result = natpg.train(env_id, method=method, total_steps=steps, seed=seed, num_envs=num_envs, **overrides)
+            try:
+                result = natpg.train(env_id, method=method, total_steps=steps, seed=seed, num_envs=num_envs, **overrides)
+                summary, rows = result.summary, result.metrics
+            except getattr(trainer, "TrainingStopped", ()) as exc:  # diverged: time the steps it did take
+                summary, rows, stopped = exc.summary, None, f"stopped at {exc.summary['steps']:,} (non-finite updates)"
     finally:
         trainer.collect = collect
     setup = first["wall"] - t.wall0
-    rows = result.metrics
-    update = float(sum(r["update_time"] for r in rows))
-    return {"steps": result.summary["steps"], "wall": t.wall - setup, "cpu": t.cpu - (first["cpu"] - t.cpu0),
-            "setup": setup, "update_wall": update, "final_return": result.summary["final_return"]}
+    if rows:
+        update = float(sum(r["update_time"] for r in rows))
+    else:  # a stopped run: its summary has the mean update time
+        mean = float(summary.get("update_time_mean") or 0.0)
+        update = (mean if mean == mean else 0.0) * (summary["steps"] // 1000)
+    return {"steps": summary["steps"], "wall": t.wall - setup, "cpu": t.cpu - (first["cpu"] - t.cpu0),
+            "setup": setup, "update_wall": update, "final_return": summary.get("final_return"), "stopped": stopped}
 
 
 def sb3_train(env_id: str, num_envs: int, steps: int, algo: str, seed: int = 0) -> dict:
@@ -341,6 +349,10 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['env']} | {r['num_envs']} | {r['runner']} | {r['steps']:,} | {fmt(r['sps'])} | {r['ratio']:.2f} "
             f"| {fmt(r['cpu_sps'])} | {r['cpu_ratio']:.2f} | {share} | {setup} |"
         )
+    stopped = [f"- {r['env']} N={r['num_envs']} {r['runner']}: {r['stopped']}; its steps/s are over the steps it ran"
+               for r in rows if r.get("stopped")]
+    if stopped:
+        lines += ["", *stopped]
     text = "\n".join(lines)
     print(text)
     if args.out:
