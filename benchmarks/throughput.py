@@ -1,23 +1,27 @@
 """Throughput benchmark: natpg training steps/s against raw environment stepping (and SB3).
 
-Not a test: it measures. In one run, for every (env, num_envs):
+Not a test: it measures. In one run, for every (env, num_envs N):
 
-* ``raw``: random actions through ``gymnasium.make(id)`` (the default wrapper stack), N envs
-  stepped in a Python loop, reset when an episode ends — the simulator's speed as natpg
-  would see it. With ``--sync-vector`` also gymnasium's ``SyncVectorEnv`` for N > 1.
+* ``raw gymnasium``: random actions through ``gymnasium.make(id)`` (the default wrapper
+  stack), N envs stepped in a Python loop, reset when an episode ends: the simulator's speed.
+  With ``--sync-vector`` also gymnasium's ``SyncVectorEnv`` (N > 1); with ``--envpool``
+  EnvPool's own implementation of the task.
 * ``natpg <method>``: ``natpg.train(env, method, total_steps, num_envs=N)`` with every other
-  setting at its default (T=1000, critic_steps=10, diagnostics on), timed around the whole
-  call, so steps/s INCLUDES the updates (and the one-off env construction).
+  setting at its default (T=1000, critic_steps=10, diagnostics on, 1 torch thread), timed from
+  its first rollout to its return: steps/s INCLUDE every update. The one-off set-up (config
+  checks, gymnasium.make, networks) is excluded, as the raw loop's env construction is, and
+  reported apart. A run stopped by the non-finite guard is timed over the steps it ran.
 * ``sb3 PPO`` / ``sb3 A2C`` with their defaults (``--sb3``, when stable-baselines3 is
   installed), for reference.
 
-Both wall-clock and process-CPU steps/s are reported: this machine is shared, so the CPU
-figure (time this process actually ran) is the steadier one; ratios use wall time unless
-``--ratio-basis cpu``. Each measurement is repeated ``--repeats`` times and the fastest kept.
+Wall-clock and process-CPU steps/s are both reported, each with its ratio to raw. On a
+shared machine the CPU figure (environment steps per second of CPU this process used) is
+the steady one. Repeats interleave all runners; the best wall and the best CPU time are
+kept, each on its own. See docs/throughput.md.
 
-    nice -n 10 python benchmarks/throughput.py                       # the full table
-    nice -n 10 python benchmarks/throughput.py --envs HalfCheetah-v5 --num-envs 1 \
-        --methods ac-sgd,smac --steps 50000 --out benchmarks/results/throughput-before
+    nice -n 10 python benchmarks/throughput.py --sb3 --sync-vector --envpool 1,2 --out benchmarks/results/throughput
+    nice -n 10 python benchmarks/throughput.py --envs HalfCheetah-v5 --num-envs 1 --methods ac-sgd,smac \
+        --steps 50000 --repeats 3 --out benchmarks/results/throughput-after
 """
 
 from __future__ import annotations
