@@ -57,8 +57,6 @@ def _smac_values(env: str) -> dict:
 
 
 def run_one(env: str, label: str, method: str, overrides: dict, seed: int, steps: int, out: Path) -> Path:
-    import natpg
-
     run_dir = out / "runs" / env / _slug(label) / f"seed{seed}"
     if (run_dir / "summary.json").exists():
         return run_dir
@@ -69,14 +67,26 @@ def run_one(env: str, label: str, method: str, overrides: dict, seed: int, steps
     hp = dict(overrides)
     if method.startswith("smac"):
         hp = {**_smac_values(env), **hp}
-    t0 = time.perf_counter()
-    result = natpg.train(env, method=method, total_steps=steps, seed=seed, preset="paper", out=run_dir, **hp)
-    ckpt = run_dir / "checkpoint.pt"
-    if ckpt.exists():
-        ckpt.unlink()
-    final = result.summary["final_return"]
-    print(f"{env:15s} {label:16s} seed {seed}: final return {final:9.1f}  {time.perf_counter() - t0:6.1f} s", flush=True)
+    train_run(env, label, method, hp, seed, steps, run_dir)
     return run_dir
+
+
+def train_run(env: str, label: str, method: str, hp: dict, seed: int, steps: int, run_dir: Path) -> dict:
+    """One natpg run with the paper preset into ``run_dir`` (checkpoint deleted); a run the
+    trainer stops as diverged keeps its summary, whose ``status`` says so."""
+    import natpg
+    from natpg.trainer import TrainingStopped
+
+    t0 = time.perf_counter()
+    try:
+        summary = natpg.train(env, method=method, total_steps=steps, seed=seed, preset="paper", out=run_dir, **hp).summary
+    except TrainingStopped as stop:  # diverged: the trainer wrote a summary with its status
+        summary = stop.summary
+    (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+    status = summary.get("status", "completed")
+    print(f"{env:15s} {label:24s} seed {seed}: final return {summary['final_return']:9.1f}  {status} at "
+          f"{summary['steps']} steps  {time.perf_counter() - t0:6.1f} s", flush=True)
+    return summary
 
 
 def _read(run_dir: Path) -> tuple[dict, list[dict]]:
@@ -109,31 +119,34 @@ def report(args: argparse.Namespace, variants: list[tuple[str, str, dict]], comm
     curves: dict[tuple[str, str], list[list[dict]]] = {}
     for env in args.envs:
         for label, method, _ in variants:
-            finals, walls, updates, actor_times = [], [], [], []
+            finals, walls, per_update, stopped = [], [], [], []
             for seed in args.seeds:
                 run_dir = out / "runs" / env / _slug(label) / f"seed{seed}"
                 if not (run_dir / "summary.json").exists():
                     continue
                 summary, rows = _read(run_dir)
-                if summary["final_return"] is not None:
+                if summary.get("status", "completed") != "completed":
+                    stopped.append(f"seed {seed} diverged at {summary['steps']:,}")
+                elif summary["final_return"] is not None:
                     finals.append(summary["final_return"])
-                walls.append(summary["wall_time"])
-                updates.append(sum(float(r["update_time"]) for r in rows))
-                curves.setdefault((env, label), []).append(rows)
-            if not walls:
+                    walls.append(summary["wall_time"])
+                per_update.append(sum(float(r["update_time"]) for r in rows) / len(rows))
+                curves.setdefault((env, label), []).append((rows, summary.get("status", "completed") == "completed"))
+            if not per_update:
                 continue
             mean, std = _mean_std(finals)
-            table.append({"env": env, "variant": label, "method": method, "seeds": len(walls), "steps": args.steps,
-                          "final_return_mean": round(mean, 1), "final_return_std": round(std, 1),
-                          "wall_time_s": round(sum(walls) / len(walls), 1),
-                          "update_time_s": round(sum(updates) / len(updates), 1)})
+            table.append({"env": env, "variant": label, "method": method, "seeds": len(per_update), "steps": args.steps,
+                          "completed": len(finals), "final_return_mean": round(mean, 1), "final_return_std": round(std, 1),
+                          "diverged": "; ".join(stopped),
+                          "wall_time_s": round(sum(walls) / len(walls), 1) if walls else "",
+                          "update_ms": round(1e3 * sum(per_update) / len(per_update), 1)})
     for env in args.envs:
         ref = next((r for r in table if r["env"] == env and r["variant"] == "B=1000"), None)
         for r in table:
             if r["env"] == env and ref:
-                r["update_time_vs_B1000"] = round(r["update_time_s"] / ref["update_time_s"], 2)
-    fields = ["env", "variant", "method", "seeds", "steps", "final_return_mean", "final_return_std", "wall_time_s",
-              "update_time_s", "update_time_vs_B1000"]
+                r["update_time_vs_B1000"] = round(r["update_ms"] / ref["update_ms"], 2)
+    fields = ["env", "variant", "method", "seeds", "steps", "completed", "final_return_mean", "final_return_std", "diverged",
+              "wall_time_s", "update_ms", "update_time_vs_B1000"]
     with open(out / "fig1.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
@@ -152,15 +165,21 @@ def report(args: argparse.Namespace, variants: list[tuple[str, str, dict]], comm
         "- settings: `--preset paper` (T = 1000, horizon 1000, γ 0.99, λ_GAE 0.9, critic α from Table 2, "
         "10 critic steps, 64-64 tanh); every SMAC variant uses the paper's SMAC η and λ for the env; "
         "`single` = `smac-single` (Algorithm 1), `B=k` = `smac --batch-size k`",
-        "- final return: mean return of the episodes ending in the last 10% of the steps (mean ± std over seeds); "
-        "wall time: whole run; update time: sum over updates of GAE + actor update + critic fit + diagnostics",
+        "- final return: mean return of the episodes ending in the last 10% of the steps, mean ± std over the seeds "
+        "that completed; a run whose updates turned non-finite was stopped by the trainer (`--max-nonfinite-updates`) "
+        "and is listed as diverged instead",
+        "- update time: mean per rollout of 1000 samples (GAE + actor update + critic fit + diagnostics), "
+        "comparable across variants even for diverged runs; wall time: whole run, completed runs only",
         "",
-        "| env | variant | seeds | final return | wall time (s) | update time (s) | update time / B=1000 |",
+        "| env | variant | final return (completed seeds) | diverged | update time per rollout (ms) | ÷ B=1000 | wall time (s) |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in table:
-        lines.append(f"| {r['env']} | {r['variant']} | {r['seeds']} | {r['final_return_mean']:.1f} ± {r['final_return_std']:.1f} | "
-                     f"{r['wall_time_s']:.1f} | {r['update_time_s']:.1f} | {r.get('update_time_vs_B1000', '')} |")
+        ret = (f"{r['final_return_mean']:.1f} ± {r['final_return_std']:.1f} ({r['completed']}/{r['seeds']})"
+               if r["completed"] else f"— (0/{r['seeds']})")
+        wall = f"{r['wall_time_s']:.1f}" if r["wall_time_s"] != "" else "—"
+        lines.append(f"| {r['env']} | {r['variant']} | {ret} | {r['diverged'] or '—'} | {r['update_ms']:.1f} | "
+                     f"{r.get('update_time_vs_B1000', '')} | {wall} |")
     (out / "fig1.md").write_text("\n".join(lines) + "\n")
 
     try:
@@ -174,19 +193,30 @@ def report(args: argparse.Namespace, variants: list[tuple[str, str, dict]], comm
     fig, axes = plt.subplots(2, len(args.envs), figsize=(6 * len(args.envs), 8), squeeze=False)
     for col, env in enumerate(args.envs):
         for label, _, _ in variants:
-            runs = curves.get((env, label))
-            if not runs:
+            found = curves.get((env, label))
+            if not found:
                 continue
+            # Mean over the completed seeds; a variant that diverged on every seed is drawn
+            # up to where it stopped, ending in a cross.
+            runs = [rows for rows, done in found if done]
+            diverged = not runs
+            runs = runs or [rows for rows, _ in found]
             n = min(len(r) for r in runs)
             steps = [float(runs[0][i]["timesteps"]) for i in range(n)]
             ret = [sum(float(r[i]["episode_return_mean"]) for r in runs) / len(runs) for i in range(n)]
-            wall = [sum(float(r[i]["wall_time"]) for r in runs) / len(runs) for i in range(n)]
+            busy, total = [], 0.0
+            for i in range(n):
+                total += sum(float(r[i]["update_time"]) for r in runs) / len(runs)
+                busy.append(total)
             style = "-" if label.startswith(("single", "B=")) else "--"
-            axes[0][col].plot(steps, ret, style, label=label)
-            axes[1][col].plot(wall, ret, style, label=label)
+            name = f"{label} (diverged)" if diverged else label
+            for ax, x in ((axes[0][col], steps), (axes[1][col], busy)):
+                line = ax.plot(x, ret, style, label=name)[0]
+                if diverged:
+                    ax.plot(x[-1:], ret[-1:], "x", color=line.get_color(), markersize=9)
         axes[0][col].set_title(f"{env} ({args.steps:,} steps, seeds {','.join(map(str, args.seeds))})")
         axes[0][col].set_xlabel("environment steps")
-        axes[1][col].set_xlabel("wall time (s)")
+        axes[1][col].set_xlabel("cumulative update time (s): GAE + actor + critic")
         axes[1][col].set_xscale("log")
         for row in (0, 1):
             axes[row][col].set_ylabel("mean return (last 20 episodes)")

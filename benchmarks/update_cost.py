@@ -255,11 +255,13 @@ def write_outputs(rows: list[dict], args: argparse.Namespace, command: str, wall
         print("matplotlib not installed: no plot", file=sys.stderr)
         return
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    for m in method_names:
+    colors = plt.get_cmap("tab20").colors
+    for i, m in enumerate(method_names):
         pts = [(cell[(m, w)]["d"], cell[(m, w)][key]) for w in widths if (m, w) in cell and cell[(m, w)]["status"] == "ok"]
         if pts:
             main_line = m.startswith("smac") or m == REFERENCE
-            ax.plot(*zip(*pts), "-o" if main_line else "--.", label=m, linewidth=2.2 if main_line else 1.2)
+            ax.plot(*zip(*pts), "-o" if main_line else "--.", label=m, linewidth=2.2 if main_line else 1.2,
+                    color=colors[(2 * i) % 20 + (i // 10) % 2])
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("actor parameters d")
