@@ -9,7 +9,7 @@ T = 1000, horizon 1000, SMAC's η and λ, critic α) and the same η, λ for eve
 - ``B=10``, ``B=100``, ``B=1000``: batch-mean ``smac``, T/B steps per rollout;
 - ``ac-sgd``: the paper's AC-SGD at its own η; ``ac-sgd-matched``: AC-SGD at SMAC's η/λ.
 
-Every run is a natpg run directory under ``--out/runs/ENV/VARIANT/seedS`` (config.json,
+Every run is a natpg run directory under ``--out/raw/ENV/VARIANT/seedS`` (config.json,
 metrics.csv, summary.json; the checkpoint is deleted). Finished runs are skipped, so the
 script resumes where it stopped. Then writes ``fig1.csv``, ``fig1.md`` and ``fig1.png``.
 
@@ -57,7 +57,7 @@ def _smac_values(env: str) -> dict:
 
 
 def run_one(env: str, label: str, method: str, overrides: dict, seed: int, steps: int, out: Path) -> Path:
-    run_dir = out / "runs" / env / _slug(label) / f"seed{seed}"
+    run_dir = out / "raw" / env / _slug(label) / f"seed{seed}"
     if (run_dir / "summary.json").exists():
         return run_dir
     if run_dir.exists():  # an interrupted run: start it again
@@ -121,7 +121,7 @@ def report(args: argparse.Namespace, variants: list[tuple[str, str, dict]], comm
         for label, method, _ in variants:
             finals, walls, per_update, stopped = [], [], [], []
             for seed in args.seeds:
-                run_dir = out / "runs" / env / _slug(label) / f"seed{seed}"
+                run_dir = out / "raw" / env / _slug(label) / f"seed{seed}"
                 if not (run_dir / "summary.json").exists():
                     continue
                 summary, rows = _read(run_dir)

@@ -7,7 +7,7 @@ Side by side, same seeds and budget, ``--preset paper`` for every run:
   ``ac-sgd-matched`` (the step-size control) for reference;
 - CartPole-v1: ``smac`` fixed vs adaptive.
 
-Runs are natpg run directories under ``--out/runs/ENV/VARIANT/seedS`` (the checkpoint is
+Runs are natpg run directories under ``--out/raw/ENV/VARIANT/seedS`` (the checkpoint is
 deleted); finished runs are skipped. Writes ``smac_adaptive_damping.{csv,md,png}``.
 
     nice -n 10 python benchmarks/smac_adaptive_damping.py
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             for env, variants in PLAN.items():
                 for label, method, overrides in variants:
-                    run_dir = out / "runs" / env / _slug(label) / f"seed{seed}"
+                    run_dir = out / "raw" / env / _slug(label) / f"seed{seed}"
                     if (run_dir / "summary.json").exists():
                         continue
                     hp = {**(_smac_values(env) if method.startswith("smac") else {}), **overrides}
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, method, overrides in variants:
             finals, kls, lams, walls, stopped = [], [], [], [], []
             for seed in seeds:
-                run_dir = out / "runs" / env / _slug(label) / f"seed{seed}"
+                run_dir = out / "raw" / env / _slug(label) / f"seed{seed}"
                 if not (run_dir / "summary.json").exists():
                     continue
                 summary = json.loads((run_dir / "summary.json").read_text())
@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         "÷1.5 when < ½× target)",
         "- median KL: the median over updates of the realised KL(π_old‖π_new) on the batch, averaged over seeds; "
         "final λ: per seed",
+        "- the two `λ=0.13` rows were added after the adaptive runs (post hoc): fixed λ at the median λ of the "
+        "adaptive HalfCheetah runs, to tell the adaptation from a smaller λ, and SMAC from AC-SGD at that step",
         "- a run whose updates turned non-finite is stopped by the trainer and listed as diverged (its return is "
         "left out of the mean)",
         "",

@@ -268,7 +268,8 @@ def write_outputs(rows: list[dict], args: argparse.Namespace, command: str, wall
     ax.set_ylabel(f"ms per update ({args.samples} samples, {args.threads} thread(s), {args.metric})")
     ax.set_title("Cost of one actor update")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     fig.savefig(out / f"{args.name}.png", dpi=120)
 
