@@ -74,6 +74,10 @@ class ScoreBatch:
     params: list[nn.Parameter]
     blocks: list[_Block]
     num_samples: int
+    #: The policy inputs the scores were computed on: rules whose curvature needs more
+    #: than the scores of the actions taken (a true-Fisher product, K-FAC statistics of
+    #: sampled actions) read them here.
+    obs: Tensor | None = None
     _index: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -202,7 +206,7 @@ def compute_scores(actor: Actor, obs: Tensor, actions: Tensor) -> tuple[ScoreBat
     for b, d in zip(blocks, deltas):
         b.delta = d.detach()
         b.output = None
-    return ScoreBatch(params, blocks, obs.shape[0]), dist, logp.detach()
+    return ScoreBatch(params, blocks, obs.shape[0], obs.detach()), dist, logp.detach()
 
 
 # -- Fisher-vector products and the exact damped natural gradient -----------------------------

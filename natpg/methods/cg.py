@@ -25,9 +25,9 @@ from torch.distributions import kl_divergence
 from natpg.linalg import check_positive, conjugate_gradient
 from natpg.methods.base import PolicyBatch, PreconditionedRule, UpdateRule, _detached
 from natpg.methods.registry import register
-from natpg.scores import ScoreBatch, compute_scores, fisher_vector_product, flatten, unflatten
+from natpg.scores import ScoreBatch, fisher_vector_product, flatten, unflatten
 
-__all__ = ["ObservedPreconditionedRule", "ACCG", "TRPO"]
+__all__ = ["ACCG", "TRPO"]
 
 
 def _check_int(name: str, value: Any) -> int:
@@ -46,39 +46,6 @@ def _check_fraction(name: str, value: Any) -> float:
     return v
 
 
-class ObservedPreconditionedRule(PreconditionedRule):
-    """A :class:`PreconditionedRule` whose curvature needs the observations, not only the
-    scores of the actions taken (a true-Fisher product, or K-FAC statistics of *sampled*
-    actions). The observations of the current minibatch are in ``self.current_obs`` while
-    :meth:`direction` runs, in the update loop and in :meth:`precondition_grads` alike."""
-
-    current_obs: Tensor | None = None
-
-    def precondition_grads(self, obs: Tensor, actions: Tensor, advantages: Tensor | None = None) -> dict[str, float]:
-        self.current_obs = obs
-        try:
-            return super().precondition_grads(obs, actions, advantages)
-        finally:
-            self.current_obs = None
-
-    def _step(self, batch: PolicyBatch) -> dict[str, float]:
-        totals: dict[str, float] = {}
-        minibatches = list(batch.minibatches(self.batch_size))
-        try:
-            for mb in minibatches:
-                self.current_obs = mb.obs
-                scores, _, _ = compute_scores(self.actor, mb.obs, mb.actions)
-                grad = flatten(scores.weighted_sum(mb.advantages / len(mb)))
-                direction, info = self.direction(scores, mb.advantages, grad)
-                self._write_grads(direction)
-                self.optimizer.step()
-                for key, value in info.items():
-                    totals[key] = totals.get(key, 0.0) + value / len(minibatches)
-        finally:
-            self.current_obs = None
-        return totals
-
-
 def _cg_solve(actor, obs: Tensor, grad: Tensor, damping: float, cg_iters: int, subsample: float):
     """x ≈ (F + δI)⁻¹ g by CG; also (F + δI) x, for the quadratic KL and the residual."""
     matvec = fisher_vector_product(actor, obs, damping=damping, subsample=subsample)
@@ -92,7 +59,7 @@ def _cg_solve(actor, obs: Tensor, grad: Tensor, damping: float, cg_iters: int, s
 
 
 @register
-class ACCG(ObservedPreconditionedRule):
+class ACCG(PreconditionedRule):
     """AC-CG: ``Δθ = η (F + δI)⁻¹ g`` by ``cg_iters`` conjugate-gradient iterations."""
 
     name = "ac-cg"
@@ -114,9 +81,7 @@ class ACCG(ObservedPreconditionedRule):
         self.fisher_subsample = _check_fraction("fisher_subsample", fisher_subsample)
 
     def direction(self, scores: ScoreBatch, advantages: Tensor | None, grad: Tensor):
-        if self.current_obs is None:
-            raise RuntimeError("ac-cg needs the observations: call update() or precondition_grads()")
-        x, fx, residual = _cg_solve(self.actor, self.current_obs, grad, self.damping, self.cg_iters, self.fisher_subsample)
+        x, fx, residual = _cg_solve(self.actor, scores.obs, grad, self.damping, self.cg_iters, self.fisher_subsample)
         # Quadratic model of the KL of the step η x: ½ η² xᵀ(F+δI)x.
         return x, {"cg_residual": residual, "quad_kl": 0.5 * self.lr**2 * float(torch.dot(x, fx))}
 

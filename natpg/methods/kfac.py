@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from natpg.linalg import check_positive
-from natpg.methods.cg import ObservedPreconditionedRule
+from natpg.methods.base import PreconditionedRule
 from natpg.methods.registry import register
 from natpg.scores import ScoreBatch, compute_scores
 
@@ -71,7 +71,7 @@ def robust_eigh(matrix: Tensor, max_tries: int = 4) -> tuple[Tensor | None, Tens
 
 
 @register
-class KFAC(ObservedPreconditionedRule):
+class KFAC(PreconditionedRule):
     """ACKTR-style K-FAC natural gradient with a KL-clipped step."""
 
     name = "kfac"
@@ -169,9 +169,7 @@ class KFAC(ObservedPreconditionedRule):
         return out.to(g.dtype), jitter
 
     def direction(self, scores: ScoreBatch, advantages: Tensor | None, grad: Tensor):
-        if self.current_obs is None:
-            raise RuntimeError("kfac needs the observations: call update() or precondition_grads()")
-        obs = self.current_obs
+        obs = scores.obs
         with torch.no_grad():
             sampled = self.actor.distribution(obs).sample()
         fisher_scores, _, _ = compute_scores(self.actor, obs, sampled)
