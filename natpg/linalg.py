@@ -196,6 +196,16 @@ def solve_shifted_gram(gram: Tensor, y: Tensor, shift: float, max_jitter_tries: 
     raise ValueError("gram + shift·I is not positive definite even after adding jitter")
 
 
+def _check_system(S: Tensor, y: Tensor) -> None:
+    """S must be a finite B×d matrix and y a finite vector of length B."""
+    if not isinstance(S, Tensor) or S.dim() != 2:
+        raise ValueError(f"S must be a 2-D tensor (B, d), got {getattr(S, 'shape', type(S))}")
+    _check_vector("y", y)
+    check_finite("S", S)
+    if S.shape[0] != y.shape[0]:
+        raise ValueError(f"S has {S.shape[0]} rows but y has length {y.shape[0]}")
+
+
 def woodbury_solve(S: Tensor, y: Tensor, damping: float) -> Tensor:
     """Return ``(damping·I + SᵀS/B)⁻¹ Sᵀy/B`` through the B×B system (Woodbury, Cholesky).
 
@@ -203,12 +213,7 @@ def woodbury_solve(S: Tensor, y: Tensor, damping: float) -> Tensor:
     O(B²d + B³) instead of O(d³).
     """
     lam = check_positive("damping", damping)
-    if not isinstance(S, Tensor) or S.dim() != 2:
-        raise ValueError(f"S must be a 2-D tensor (B, d), got {getattr(S, 'shape', type(S))}")
-    _check_vector("y", y)
-    check_finite("S", S)
-    if S.shape[0] != y.shape[0]:
-        raise ValueError(f"S has {S.shape[0]} rows but y has length {y.shape[0]}")
+    _check_system(S, y)
     batch = S.shape[0]
     x = solve_shifted_gram(S @ S.T, y, lam * batch)
     return S.T @ x
@@ -268,12 +273,7 @@ def block_kaczmarz(
     :func:`kaczmarz_block_coefficients`): ``w ← w + S_τᵀ D (damping·b·I + S_τS_τᵀ D)⁻¹ r``.
     """
     lam = check_positive("damping", damping)
-    if not isinstance(S, Tensor) or S.dim() != 2:
-        raise ValueError(f"S must be a 2-D tensor (B, d), got {getattr(S, 'shape', type(S))}")
-    _check_vector("y", y)
-    check_finite("S", S)
-    if S.shape[0] != y.shape[0]:
-        raise ValueError(f"S has {S.shape[0]} rows but y has length {y.shape[0]}")
+    _check_system(S, y)
     rows = S.shape[0]
     if not isinstance(block_size, int) or isinstance(block_size, bool) or not 1 <= block_size <= rows:
         raise ValueError(f"block_size must be an integer in [1, {rows}], got {block_size!r}")
