@@ -333,3 +333,12 @@ def test_paper_preset_gives_the_control_smacs_step_size():
         smac = resolve_config(env, "smac", "paper").method_kwargs
         control = resolve_config(env, "ac-sgd-matched", "paper").method_kwargs
         assert (smac["lr"], smac["damping"]) == (control["lr"], control["damping"]) == (lr, damping)
+
+
+def test_smac_vec_learns_cartpole_with_its_defaults():
+    """Measured 2026-11-21 (60k steps, defaults lr 1, λ 10): seeds 0/1/2 reach 165/130/121;
+    the uniform random policy gets ~22."""
+    import natpg
+
+    result = natpg.train("CartPole-v1", method="smac-vec", total_steps=60_000, seed=0)
+    assert result.summary["final_return"] > 60.0

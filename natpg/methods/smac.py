@@ -189,6 +189,8 @@ class SMACVec(_SMACRule):
     ``lr = B·η`` equals the *sum* of those steps, a Jacobi sweep where Algorithm 1 is
     Gauss–Seidel). Cost: the plain gradient's, plus O(B·Σ(in+out)) for the norms.
     Needs the advantages: in :meth:`precondition_grads` the existing ``.grad`` is ignored.
+    Defaults from a small CartPole sweep (docs/smac.md); its step scales like η/(λ + ‖s‖²),
+    so its ``lr`` is of another order than batch-mean SMAC's.
     """
 
     name = "smac-vec"
@@ -198,8 +200,8 @@ class SMACVec(_SMACRule):
         self,
         actor,
         *,
-        lr: float = 0.5,
-        damping: float = 1.0,
+        lr: float = 1.0,
+        damping: float = 10.0,
         batch_size: int | None = None,
         adaptive_damping: bool = False,
         kl_target: float = 0.01,
