@@ -54,6 +54,8 @@ def _paper() -> dict[str, dict[str, Any]]:
             },
             "methods": {
                 "smac": {"lr": smac_lr, "damping": smac_damping, "batch_size": 1000},
+                # Algorithm 1 with Table 2's η and λ, as in the paper's Figure 1 ablation.
+                "smac-single": {"lr": smac_lr, "damping": smac_damping},
                 "ac-adam": {"lr": adam_lr},
                 "ac-sgd": {"lr": sgd_lr},
                 "ac-cg": {"lr": cg_lr},

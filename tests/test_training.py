@@ -115,3 +115,10 @@ def test_none_is_an_explicit_override():
     assert config.method_kwargs["batch_size"] is None and config.max_episode_steps is None
     with pytest.raises(ValueError, match="--steps"):
         resolve_config("CartPole-v1", "smac", total_steps=None)
+
+
+def test_paper_preset_gives_smac_single_table2_values():
+    from natpg.config import resolve_config
+
+    config = resolve_config("HalfCheetah-v5", "smac-single", "paper")
+    assert (config.method_kwargs["lr"], config.method_kwargs["damping"]) == (5e-3, 1.0)
