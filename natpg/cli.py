@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from natpg import methods
 from natpg.config import TrainConfig, flag_name, resolve_config
+from natpg.presets import preset_values
 
 __all__ = ["main", "build_parser"]
 
@@ -210,6 +211,9 @@ def _train(args: argparse.Namespace) -> int:
         method = values.pop("method", TrainConfig.method)
         preset = values.pop("preset", None)
         config = resolve_config(env_id, method, preset, **values)
+        if preset is not None and not preset_values(preset, env_id, method)[1]:
+            print(f"natpg train: note: preset {preset!r} has no values of its own for --method {method}: "
+                  "it takes the preset's shared settings and the method's defaults", file=sys.stderr)
         out = args.out or Path("runs") / f"{env_id.replace(':', '_').replace('/', '_')}_{method}_seed{config.seed}"
         result = run_training(config, run_dir=out, progress=args.progress, overwrite=args.overwrite)
     s = result.summary

@@ -122,3 +122,12 @@ def test_paper_preset_gives_smac_single_table2_values():
 
     config = resolve_config("HalfCheetah-v5", "smac-single", "paper")
     assert (config.method_kwargs["lr"], config.method_kwargs["damping"]) == (5e-3, 1.0)
+
+
+def test_cli_says_when_a_preset_does_not_cover_the_method(tmp_path):
+    cmd = [sys.executable, "-m", "natpg.cli", "train", "--env", "CartPole-v1", "--preset", "paper", "--steps", "1000",
+           "--no-progress"]
+    covered = subprocess.run(cmd + ["--method", "smac", "--out", str(tmp_path / "a")], capture_output=True, text=True, check=True)
+    uncovered = subprocess.run(cmd + ["--method", "kfac", "--out", str(tmp_path / "b")], capture_output=True, text=True, check=True)
+    assert "no values of its own" not in covered.stderr
+    assert "no values of its own for --method kfac" in uncovered.stderr
