@@ -25,11 +25,11 @@ import datetime as _dt
 import json
 import math
 import os
-import platform
 import shlex
 import sys
 import time
 from pathlib import Path
+from natpg.runlog import cpu_model  # noqa: E402
 
 ENVS = ("HalfCheetah-v5", "Hopper-v5")
 #: (label, method, method overrides); None in batch_size means "no override".
@@ -104,13 +104,7 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
 
 
 def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} logical CPUs"
+    return f"{cpu_model()}, {os.cpu_count()} logical CPUs"
 
 
 def report(args: argparse.Namespace, variants: list[tuple[str, str, dict]], command: str) -> None:

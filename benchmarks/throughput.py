@@ -37,20 +37,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from natpg.runlog import cpu_model  # noqa: E402
 
 DEFAULT_ENVS = ("CartPole-v1", "HalfCheetah-v5", "Humanoid-v5")
 #: Humanoid is ~4x slower to simulate; its measurements use this fraction of --steps.
 STEP_SCALE = {"Humanoid-v5": 0.4}
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+
 
 
 def git_commit() -> str:

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from natpg.runlog import cpu_model  # noqa: E402
 
 WIDTHS = (64, 128, 256, 512, 1000)  # d ≈ 5.7e3, 1.96e4, 7.2e4, 2.75e5, 1.03e6
 OBS_DIM, ACT_DIM = 17, 6
@@ -181,13 +182,7 @@ def run_width(names: list[str], width: int, args: argparse.Namespace, given_up: 
 
 
 def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+    return f"{cpu_model()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
 
 
 def write_outputs(rows: list[dict], args: argparse.Namespace, command: str, wall: float) -> None:

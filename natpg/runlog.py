@@ -34,6 +34,18 @@ __all__ = [
 WALL_TIME_COLUMNS = ("wall_time", "update_time", "steps_per_second")
 
 
+def cpu_model() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def package_versions() -> dict[str, str]:
     import gymnasium
     import numpy

@@ -29,13 +29,13 @@ import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from natpg.bench.suites import SB3_METHODS, Suite, default_steps, method_label, parse_method_spec
-from natpg.runlog import atomic_write_json
+from natpg.runlog import atomic_write_json, cpu_model
 
 __all__ = ["RunSpec", "RunOutcome", "plan_runs", "run_status", "execute_run", "run_sweep", "machine_info"]
 
@@ -151,15 +151,8 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "cpu_model": cpu_model(),
     }
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    info["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
     try:
         import natpg
 
