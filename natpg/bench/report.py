@@ -322,6 +322,11 @@ def timing_table(runs: list[Run]) -> tuple[str, str]:
     return md, _csv_text(["env", "method", "seeds", "update_time_ms", "steps_per_second"], csv_rows)
 
 
+def _first_line(text: str | None, limit: int = 300) -> str:
+    line = (text or "?").strip().splitlines()[0] if (text or "").strip() else "?"
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def status_table(runs: list[Run]) -> str:
     envs = _env_order({r.env_id for r in runs})
     methods = _method_order({r.label for r in runs})
@@ -341,7 +346,8 @@ def status_table(runs: list[Run]) -> str:
     failed = [r for r in runs if r.status == "failed"]
     text = "Runs finished per env × method (failed / unfinished runs noted):\n\n" + _md_table(["env"] + methods, rows)
     if failed:
-        text += "\nFailed runs:\n\n" + "".join(f"- {r.env_id} {r.label} seed {r.seed}: {r.error}\n" for r in failed)
+        text += "\nFailed runs (first line of the error; error.json in the run directory has the traceback):\n\n" + "".join(
+            f"- {r.env_id} {r.label} seed {r.seed}: {_first_line(r.error)}\n" for r in failed)
     return text
 
 

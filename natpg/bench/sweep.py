@@ -446,8 +446,8 @@ def run_sweep(
         nonlocal finished
         finished += 1
         if outcome.status == "failed":
-            result.failed[outcome.key] = outcome.error or "?"
-            bar.write(f"FAILED {outcome.key}: {outcome.error}")
+            result.failed[outcome.key] = (outcome.error or "?").strip().splitlines()[0][:300]
+            bar.write(f"FAILED {outcome.key}: {result.failed[outcome.key]}")
         elif outcome.status == "skipped":
             result.skipped.append(outcome.key)
         else:
