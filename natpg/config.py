@@ -142,16 +142,12 @@ class Range:
         return self.kind != "int" or isinstance(value, numbers.Integral)
 
     def accepts(self, value: Any) -> bool:
-        if value is None:
-            return self.optional
-        if self.kind == "bool":
-            return isinstance(value, bool)
+        if not self.accepts_type(value):
+            return False
+        if value is None or self.kind == "bool":
+            return True
         if self.kind == "str":
-            return isinstance(value, str) and (not self.choices or value in self.choices)
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            return False
-        if self.kind == "int" and not isinstance(value, numbers.Integral):
-            return False
+            return not self.choices or value in self.choices
         v = float(value)
         if not math.isfinite(v):
             return False
