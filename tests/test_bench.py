@@ -188,3 +188,19 @@ def test_paper_table1_is_packaged():
     t = report.paper_table1()
     assert len(t) == 9 and t["HalfCheetah-v5"]["smac"] == (863.8, 38.7) and t["Walker2d-v5"]["ac-cg"] == (229.8, 23.9)
     assert set(report.THRESHOLDS) == set(t)
+
+
+def test_run_the_trainer_stopped_early_is_a_failure_not_a_table_entry(tmp_path):
+    def put(label: str, summary: dict) -> None:
+        d = tmp_path / "CartPole-v1" / label / "seed0"
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps({"env_id": "CartPole-v1", "total_steps": 1000}))
+        (d / "summary.json").write_text(json.dumps({"final_return": 10.0, "steps": 1000, **summary}))
+
+    put("smac", {"status": "completed"})
+    put("ac-sgd", {"status": "stopped_nonfinite", "message": "stopped at step 400: 5 consecutive non-finite updates"})
+    runs = {r.label: r for r in report.load_runs([tmp_path])}
+    assert runs["smac"].status == "done"
+    assert runs["ac-sgd"].status == "failed" and "stopped at step 400" in runs["ac-sgd"].error
+    t1, _ = report.table1(list(runs.values()))
+    assert "10.0 ± 0.0 (1)" in t1 and t1.count("(1)") == 1  # only the completed run enters Table 1

@@ -110,7 +110,12 @@ def load_runs(dirs: Iterable[str | Path]) -> list[Run]:
             label, seed = seed_dir.parent.name, int(m.group(1))
             summary = _read_json(seed_dir / "summary.json")
             error = _read_json(seed_dir / "error.json")
-            if summary is not None:
+            if summary is not None and summary.get("status", "completed") != "completed":
+                # The trainer stopped the run early (e.g. ``stopped_nonfinite``): its final
+                # return covers a shorter run, so it is a failure, not a Table-1 entry.
+                status = "failed"
+                error = {"error": f"{summary['status']}: {summary.get('message', '')}".rstrip(": ")}
+            elif summary is not None:
                 status = "done"
             elif error is not None:
                 status = "failed"
