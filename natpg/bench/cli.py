@@ -63,6 +63,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("dirs", nargs="+", type=Path, help="sweep directories written by natpg bench")
     r.add_argument("--out", type=Path, default=None, help="where to write (default: DIR/report)")
     r.add_argument("--no-plots", dest="plots", action="store_false", help="tables only")
+    r.add_argument("--docs", type=Path, default=None, metavar="PAGE",
+                   help="also refresh the <!-- report:NAME --> blocks of a Markdown page (e.g. docs/results.md) "
+                   "with the report's NAME.md tables")
 
 
 def bench_main(args: argparse.Namespace) -> int:
@@ -94,13 +97,16 @@ def bench_main(args: argparse.Namespace) -> int:
 
 
 def report_main(args: argparse.Namespace) -> int:
-    from natpg.bench.report import write_report
+    from natpg.bench.report import update_docs, write_report
 
     out = args.out or (args.dirs[0] / "report")
     files = write_report(args.dirs, out, plots=args.plots)
     print(f"natpg report: wrote {len(files)} files to {out}")
     for f in files:
         print(f"  {f}")
+    if args.docs is not None:
+        names = update_docs(args.docs, out)
+        print(f"natpg report: refreshed {', '.join(names)} in {args.docs}")
     return 0
 
 

@@ -16,6 +16,12 @@ Writes into the report directory:
   ±1 std shaded;
 * ``report.md``: all of the above in one page.
 
+``update_docs(page, report_dir)`` refreshes a hand-written Markdown page (docs/results.md)
+from those files: every block between ``<!-- report:NAME -->`` and ``<!-- /report:NAME -->``
+is replaced by ``NAME.md`` (``table1``, ``smac_vs``, ``thresholds``, ``timing``, ``status``,
+``ablation``, ``commands``), so the page's tables always come from the data while its prose
+stays the author's.
+
 The final return of a run is ``summary.json``'s ``final_return`` (mean return of the episodes
 that ended in the last 10% of the steps, natpg.trainer.final_return), for natpg and SB3 alike.
 Std over seeds is numpy's population std (ddof = 0).
@@ -41,7 +47,7 @@ from natpg.bench.suites import PAPER_METHODS, SB3_METHODS
 from natpg.presets import PAPER_ENVS
 from natpg.runlog import atomic_write_bytes
 
-__all__ = ["Run", "load_runs", "write_report", "binned_curve", "THRESHOLDS", "paper_table1"]
+__all__ = ["Run", "load_runs", "write_report", "update_docs", "binned_curve", "THRESHOLDS", "paper_table1"]
 
 #: Return thresholds stated in the paper's text (Section 6), with where each comes from.
 THRESHOLDS: dict[str, tuple[float, str]] = {
@@ -489,7 +495,8 @@ def ablation(runs: list[Run], out: Path, plots: bool) -> tuple[str | None, list[
             rows.append([env, label, str(len(g)), _cell(float(np.mean(fr)), float(np.std(fr))) if fr else "–",
                          _fmt(float(np.mean(upd)), 2), _fmt(float(np.mean(wall)), 1)])
     md = ("SMAC batch-size ablation (the paper's Figure 1; `smac` is batch-mean over the whole rollout "
-          "(B = T = 1000 in the paper preset); `batch_size=1` is the single-sample Algorithm 1):\n\n"
+          "(B = T = 1000 in the paper preset); `smac-single` and `batch_size=1` are the single-sample Algorithm 1, "
+          "`smac-vec` its per-sample steps all taken at one θ):\n\n"
           + _md_table(["env", "variant", "seeds", "final return", "update ms", "wall s"], rows))
     files = []
     if plots:
@@ -576,6 +583,7 @@ def write_report(dirs: Iterable[str | Path], out: str | Path, plots: bool = True
     parts = ["# natpg benchmark report\n", f"Sweep directories: {', '.join(f'`{d}`' for d in dirs)}\n"]
     prov = _provenance(dirs)
     if prov:
+        put("commands.md", prov + "\n")
         parts.append("Commands:\n\n" + prov + "\n")
     parts += ["## Final returns (Table 1)\n", t1_md] + (["## SMAC against its controls\n", cmp_md] if cmp_md else [])
     parts += ["## Steps to threshold\n", th_md, "## Update time and throughput\n",
@@ -587,3 +595,29 @@ def write_report(dirs: Iterable[str | Path], out: str | Path, plots: bool = True
         parts += ["## Curves (Figures 2-5)\n"] + [f"![{p.stem}]({p.name})\n" for p in figs]
     put("report.md", "\n".join(parts))
     return files
+
+
+_BLOCK = re.compile(r"(<!-- report:([a-z0-9_]+) -->\n)(.*?)(<!-- /report:\2 -->)", re.DOTALL)
+
+
+def update_docs(page: str | Path, report_dir: str | Path) -> list[str]:
+    """Replace each ``<!-- report:NAME -->…<!-- /report:NAME -->`` block of ``page`` by the
+    report's ``NAME.md``; returns the names replaced. A block whose file the report did not
+    write (e.g. no ablation runs) is an error, so a page never keeps stale numbers silently."""
+    page, report_dir = Path(page), Path(report_dir)
+    text = page.read_text()
+    names: list[str] = []
+
+    def sub(m: re.Match) -> str:
+        name = m.group(2)
+        src = report_dir / f"{name}.md"
+        if not src.exists():
+            raise ValueError(f"{page} has a report:{name} block but {src} does not exist")
+        names.append(name)
+        return m.group(1) + "\n" + src.read_text().strip() + "\n\n" + m.group(4)
+
+    new = _BLOCK.sub(sub, text)
+    if not names:
+        raise ValueError(f"{page} has no <!-- report:NAME --> … <!-- /report:NAME --> blocks")
+    atomic_write_bytes(page, new.encode())
+    return names
