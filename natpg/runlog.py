@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 __all__ = [
-    "RunLog", "atomic_write_bytes", "atomic_write_json", "package_versions", "read_checkpoint",
+    "RunLog", "atomic_write_bytes", "atomic_write_json", "package_versions", "source_revision", "read_checkpoint",
     "WALL_TIME_COLUMNS", "RUN_FILES",
 ]
 
@@ -46,6 +46,28 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def source_revision() -> str | None:
+    """The git commit natpg is running from, with ``+dirty`` when its package files differ
+    from that commit (an editable install in a checkout); None for an installed wheel."""
+    import subprocess
+
+    pkg = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(pkg), *args], capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
+    try:
+        top = Path(git("rev-parse", "--show-toplevel")).resolve()
+        if not (top / "pyproject.toml").exists() or pkg.parent != top:
+            return None  # natpg lives inside some other repository (e.g. a vendored copy)
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--", str(pkg)))
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
 def package_versions() -> dict[str, str]:
     import gymnasium
     import numpy
@@ -59,6 +81,9 @@ def package_versions() -> dict[str, str]:
         "gymnasium": gymnasium.__version__,
         "numpy": numpy.__version__,
     }
+    revision = source_revision()
+    if revision is not None:
+        versions["natpg_commit"] = revision
     try:
         import mujoco
 

@@ -4,6 +4,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,6 +59,14 @@ def test_run_directory_contents(tmp_path):
     assert summary["steps"] == 3000 and summary["final_return"] == result.summary["final_return"]
     assert {"wall_time", "steps_per_second"} <= set(summary)
     assert (tmp_path / "checkpoint.pt").exists()
+    # Provenance: the commit natpg ran from, when it runs from a git checkout (an editable install).
+    pkg = Path(natpg.__file__).resolve().parent
+    head = subprocess.run(["git", "-C", str(pkg), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0 and (pkg.parent / "pyproject.toml").exists():
+        dirty = subprocess.run(["git", "-C", str(pkg), "status", "--porcelain", "--", str(pkg)], capture_output=True, text=True).stdout.strip()
+        assert config["versions"]["natpg_commit"] == head.stdout.strip() + ("+dirty" if dirty else "")
+    else:
+        assert "natpg_commit" not in config["versions"]
 
 
 def test_checkpoint_round_trip_restores_policy_and_normaliser(tmp_path):

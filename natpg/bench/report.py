@@ -521,7 +521,9 @@ def _provenance(dirs: list[Path]) -> str:
             m = inv.get("machine", {})
             lines.append(f"- `{inv.get('command')}` — started {inv.get('started')} on {m.get('hostname', '?')} "
                          f"({m.get('cpu_model', m.get('processor', '?'))}, {m.get('cpu_count', '?')} CPUs, "
-                         f"torch {m.get('torch', '?')}), {inv.get('runs_pending')} of {inv.get('runs_planned')} runs to do"
+                         f"torch {m.get('torch', '?')}"
+                         + (f", natpg {m['natpg_commit'][:12]}{'+dirty' if m['natpg_commit'].endswith('+dirty') else ''}" if m.get("natpg_commit") else "")
+                         + f"), {inv.get('runs_pending')} of {inv.get('runs_planned')} runs to do"
                          + (f"; unavailable: {', '.join(inv['unavailable'])}" if inv.get("unavailable") else ""))
     return "\n".join(lines)
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from natpg.bench.suites import SB3_METHODS, Suite, default_steps, method_label, parse_method_spec
-from natpg.runlog import atomic_write_json, cpu_model
+from natpg.runlog import atomic_write_json, cpu_model, source_revision
 
 __all__ = ["RunSpec", "RunOutcome", "plan_runs", "run_status", "execute_run", "run_sweep", "machine_info"]
 
@@ -159,6 +159,9 @@ def machine_info() -> dict[str, Any]:
         info["natpg"] = natpg.__version__
     except Exception:  # pragma: no cover
         pass
+    revision = source_revision()
+    if revision is not None:
+        info["natpg_commit"] = revision
     return info
 
 
