@@ -147,15 +147,19 @@ def test_cli_bench_and_report(tmp_path, monkeypatch, capsys):
     assert main(argv) == 0  # second time: everything skipped
     assert "2 already finished" in capsys.readouterr().err
     page = tmp_path / "results.md"
-    page.write_text("# Results\n\nprose stays\n\n<!-- report:table1 -->\nstale numbers\n<!-- /report:table1 -->\n\nmore prose\n")
+    other = "<!-- report:table1 from=elsewhere -->\nanother report's table\n<!-- /report:table1 -->\n"
+    page.write_text("# Results\n\nprose stays\n\n<!-- report:table1 from=sweep/report -->\nstale numbers\n"
+                    "<!-- /report:table1 -->\n\n" + other + "\nmore prose\n")
     assert main(["report", str(out), "--no-plots", "--docs", str(page)]) == 0
     assert (out / "report" / "table1.md").exists()
     text = page.read_text()
     assert "stale numbers" not in text and "prose stays" in text and text.endswith("more prose\n")
-    assert (out / "report" / "table1.md").read_text().strip() in text
-    page.write_text("<!-- report:ablation -->\nold\n<!-- /report:ablation -->\n")  # no ablation runs here
+    assert (out / "report" / "table1.md").read_text().strip() in text and other in text
+    page.write_text("<!-- report:ablation from=sweep/report -->\nold\n<!-- /report:ablation -->\n")  # no ablation runs
     assert main(["report", str(out), "--no-plots", "--docs", str(page)]) == 2
-    assert "old" in page.read_text()
+    page.write_text(other)  # nothing from this report
+    assert main(["report", str(out), "--no-plots", "--docs", str(page)]) == 2
+    assert page.read_text() == other
     assert main(["bench", "--envs", "CartPole-v1", "--methods", "nope", "--seeds", "1", "--steps", "500",
                  "--out", str(out)]) == 0  # an unregistered method is skipped with a message
     assert "not registered" in capsys.readouterr().err

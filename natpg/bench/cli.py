@@ -64,8 +64,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--out", type=Path, default=None, help="where to write (default: DIR/report)")
     r.add_argument("--no-plots", dest="plots", action="store_false", help="tables only")
     r.add_argument("--docs", type=Path, default=None, metavar="PAGE",
-                   help="also refresh the <!-- report:NAME --> blocks of a Markdown page (e.g. docs/results.md) "
-                   "with the report's NAME.md tables")
+                   help="also refresh the blocks <!-- report:NAME from=DIR --> ... <!-- /report:NAME --> of a Markdown "
+                   "page (e.g. docs/results.md) whose DIR, relative to the page, is this report's directory, "
+                   "with the report's NAME.md")
 
 
 def bench_main(args: argparse.Namespace) -> int:

@@ -17,10 +17,11 @@ Writes into the report directory:
 * ``report.md``: all of the above in one page.
 
 ``update_docs(page, report_dir)`` refreshes a hand-written Markdown page (docs/results.md)
-from those files: every block between ``<!-- report:NAME -->`` and ``<!-- /report:NAME -->``
-is replaced by ``NAME.md`` (``table1``, ``smac_vs``, ``thresholds``, ``timing``, ``status``,
-``ablation``, ``commands``), so the page's tables always come from the data while its prose
-stays the author's.
+from those files: every block ``<!-- report:NAME from=DIR -->`` … ``<!-- /report:NAME -->``
+whose DIR (relative to the page) is the report directory is replaced by ``NAME.md``
+(``table1``, ``smac_vs``, ``thresholds``, ``timing``, ``status``, ``ablation``, ``commands``),
+so the page's tables always come from the data while its prose stays the author's; one page can
+draw on several reports.
 
 The final return of a run is ``summary.json``'s ``final_return`` (mean return of the episodes
 that ended in the last 10% of the steps, natpg.trainer.final_return), for natpg and SB3 alike.
@@ -599,27 +600,32 @@ def write_report(dirs: Iterable[str | Path], out: str | Path, plots: bool = True
     return files
 
 
-_BLOCK = re.compile(r"(<!-- report:([a-z0-9_]+) -->\n)(.*?)(<!-- /report:\2 -->)", re.DOTALL)
+_BLOCK = re.compile(r"(<!-- report:([a-z0-9_]+) from=(\S+) -->\n)(.*?)(<!-- /report:\2 -->)", re.DOTALL)
 
 
 def update_docs(page: str | Path, report_dir: str | Path) -> list[str]:
-    """Replace each ``<!-- report:NAME -->…<!-- /report:NAME -->`` block of ``page`` by the
-    report's ``NAME.md``; returns the names replaced. A block whose file the report did not
-    write (e.g. no ablation runs) is an error, so a page never keeps stale numbers silently."""
-    page, report_dir = Path(page), Path(report_dir)
+    """Refresh the blocks of a hand-written Markdown page that come from ``report_dir``:
+    ``<!-- report:NAME from=DIR -->…<!-- /report:NAME -->``, DIR relative to the page, is
+    replaced by DIR/NAME.md when DIR is ``report_dir``; blocks from other report directories are
+    left alone. Returns the names replaced. A page with no block from ``report_dir``, or a block
+    whose file the report did not write (e.g. no ablation runs), is an error, so a page never
+    keeps stale numbers silently."""
+    page, report_dir = Path(page), Path(report_dir).resolve()
     text = page.read_text()
     names: list[str] = []
 
     def sub(m: re.Match) -> str:
-        name = m.group(2)
-        src = report_dir / f"{name}.md"
+        name, src_dir = m.group(2), (page.parent / m.group(3)).resolve()
+        if src_dir != report_dir:
+            return m.group(0)
+        src = src_dir / f"{name}.md"
         if not src.exists():
-            raise ValueError(f"{page} has a report:{name} block but {src} does not exist")
+            raise ValueError(f"{page} has a report:{name} block from {m.group(3)} but {src} does not exist")
         names.append(name)
-        return m.group(1) + "\n" + src.read_text().strip() + "\n\n" + m.group(4)
+        return m.group(1) + "\n" + src.read_text().strip() + "\n\n" + m.group(5)
 
     new = _BLOCK.sub(sub, text)
     if not names:
-        raise ValueError(f"{page} has no <!-- report:NAME --> … <!-- /report:NAME --> blocks")
+        raise ValueError(f"{page} has no <!-- report:NAME from=DIR --> block with DIR = {report_dir}")
     atomic_write_bytes(page, new.encode())
     return names
