@@ -216,3 +216,15 @@ def test_run_the_trainer_stopped_early_is_a_failure_not_a_table_entry(tmp_path):
     assert runs["ac-sgd"].status == "failed" and "stopped at step 400" in runs["ac-sgd"].error
     t1, _ = report.table1(list(runs.values()))
     assert "10.0 ± 0.0 (1)" in t1 and t1.count("(1)") == 1  # only the completed run enters Table 1
+
+
+def test_rank1_table_is_the_fraction_of_the_mean_score_component_smac_removes(tmp_path):
+    d = tmp_path / "Hopper-v5" / "smac" / "seed0"
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"env_id": "Hopper-v5", "method_kwargs": {"damping": 1.0}}))
+    (d / "summary.json").write_text(json.dumps({"final_return": 5.0, "status": "completed"}))
+    # ‖ℓ̄‖² = 1, 3, 9 → fractions 1/2, 3/4, 9/10: median 0.75, max 0.9; cosine median 0.98
+    (d / "metrics.csv").write_text("timesteps,mean_score_norm_sq,grad_cosine\n1,1,0.99\n2,3,0.98\n3,9,0.5\n")
+    md = report.rank1_table(report.load_runs([tmp_path]))
+    row = next(line for line in md.splitlines() if line.startswith("| Hopper-v5"))
+    assert row.split(" | ")[1:6] == ["1.0", "3", "0.750", "0.900", "0.9800"]

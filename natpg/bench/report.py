@@ -7,6 +7,8 @@ Writes into the report directory:
 * ``thresholds.md`` / ``.csv``: environment steps until the return first reaches the
   thresholds the paper states in its text (:data:`THRESHOLDS`);
 * ``timing.md`` / ``.csv``: mean actor+critic update time (ms) and steps/s per env × method;
+* ``smac_rank1.md``: per env, how far batch-mean SMAC's step is from its step-size control's
+  (λ, ‖ℓ̄‖², the fraction of the gradient's ℓ̄-component removed, cosine to the gradient);
 * ``status.md``: runs finished / failed / unfinished per env × method (partial results);
 * ``ablation.md`` and ``ablation_batch_size.png`` (Figure 1) when a directory holds SMAC at
   several batch sizes (``smac@batch_size=N``, or ``smac-*`` variants) for one env;
@@ -19,7 +21,8 @@ Writes into the report directory:
 ``update_docs(page, report_dir)`` refreshes a hand-written Markdown page (docs/results.md)
 from those files: every block ``<!-- report:NAME from=DIR -->`` … ``<!-- /report:NAME -->``
 whose DIR (relative to the page) is the report directory is replaced by ``NAME.md``
-(``table1``, ``smac_vs``, ``thresholds``, ``timing``, ``status``, ``ablation``, ``commands``),
+(``table1``, ``smac_vs``, ``smac_rank1``, ``thresholds``, ``timing``, ``status``, ``ablation``,
+``commands``),
 so the page's tables always come from the data while its prose stays the author's; one page can
 draw on several reports.
 
@@ -76,6 +79,7 @@ class Run:
     summary: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     budget: int | None = None
+    config: dict[str, Any] = field(default_factory=dict, repr=False)
     _metrics: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     def metrics(self) -> dict[str, np.ndarray]:
@@ -135,7 +139,7 @@ def load_runs(dirs: Iterable[str | Path]) -> list[Run]:
                 print(f"natpg report: {seed_dir} duplicates {runs[key].path}; keeping the first", file=sys.stderr)
                 continue
             runs[key] = Run(env_id, label, seed, seed_dir, status, summary or {},
-                            (error or {}).get("error"), config.get("total_steps"))
+                            (error or {}).get("error"), config.get("total_steps"), config)
     return list(runs.values())
 
 
@@ -264,6 +268,42 @@ def comparison_table(runs: list[Run], method: str = "smac", others: tuple[str, .
     if not rows:
         return None
     return _md_table(["env", "against", method, "other", "gap", "verdict"], rows)
+
+
+def rank1_table(runs: list[Run], method: str = "smac", control: str = "ac-sgd-matched") -> str | None:
+    """How much batch-mean SMAC's step differs from its step-size control, per env.
+
+    SMAC's step is (η/λ)(g − ℓ̄ (ℓ̄ᵀg)/(λ + ‖ℓ̄‖²)): the control's step with the component of
+    g along ℓ̄ scaled by λ/(λ + ‖ℓ̄‖²). The table gives λ, the median over updates (pooled over
+    seeds) of ‖ℓ̄‖² and of the fraction ‖ℓ̄‖²/(λ + ‖ℓ̄‖²) of that component SMAC removes, the
+    median cosine between SMAC's step and g, and both methods' final returns."""
+    stats = _final_stats(runs)
+    rows = []
+    done = [r for r in runs if r.status == "done" and r.label == method]
+    for env in _env_order({r.env_id for r in done}):
+        group = [r for r in done if r.env_id == env]
+        lams = {(r.config.get("method_kwargs") or {}).get("damping") for r in group}
+        if len(lams) != 1 or None in lams:
+            continue
+        lam = float(lams.pop())
+        l2 = np.concatenate([r.metrics().get("mean_score_norm_sq", np.array([])) for r in group])
+        cos = np.concatenate([r.metrics().get("grad_cosine", np.array([])) for r in group])
+        l2, cos = l2[np.isfinite(l2)], cos[np.isfinite(cos)]
+        if not l2.size:
+            continue
+        shrink = l2 / (lam + l2)
+        a = stats.get((env, method))
+        b = stats.get((env, control))
+        rows.append([env, _fmt(lam, 2 if lam < 1 else 1), f"{np.median(l2):.3g}", f"{np.median(shrink):.3f}",
+                     f"{np.max(shrink):.3f}", f"{np.median(cos):.4f}" if cos.size else "–",
+                     f"{_cell(a[0], a[1])} ({a[2]})" if a else "–", f"{_cell(b[0], b[1])} ({b[2]})" if b else "–"])
+    if not rows:
+        return None
+    return (f"What the rank-1 term does: {method}'s step is {control}'s step with the component of the policy "
+            "gradient g along the mean score ℓ̄ scaled by λ/(λ + ‖ℓ̄‖²). Medians over every update of every seed "
+            "(‖ℓ̄‖² and the cosine are measured at the start of each update, over the whole rollout):\n\n"
+            + _md_table(["env", "λ", "median ‖ℓ̄‖²", "median ‖ℓ̄‖²/(λ+‖ℓ̄‖²)", "max ‖ℓ̄‖²/(λ+‖ℓ̄‖²)",
+                         "median cos(step, g)", f"{method} final", f"{control} final"], rows))
 
 
 def steps_to_threshold(run: Run, threshold: float) -> float | None:
@@ -560,6 +600,9 @@ def write_report(dirs: Iterable[str | Path], out: str | Path, plots: bool = True
                   "'higher'/'lower' needs the gap to exceed both stds over seeds; with one seed there is no error bar.\n\n"
                   + cmp_md)
         put("smac_vs.md", cmp_md)
+    r1_md = rank1_table(runs)
+    if r1_md:
+        put("smac_rank1.md", r1_md)
     ab_md, ab_files = ablation(runs, out, plots)
     if ab_md:
         put("ablation.md", ab_md)
@@ -589,6 +632,7 @@ def write_report(dirs: Iterable[str | Path], out: str | Path, plots: bool = True
         put("commands.md", prov + "\n")
         parts.append("Commands:\n\n" + prov + "\n")
     parts += ["## Final returns (Table 1)\n", t1_md] + (["## SMAC against its controls\n", cmp_md] if cmp_md else [])
+    parts += ["## What SMAC's rank-1 term does\n", r1_md] if r1_md else []
     parts += ["## Steps to threshold\n", th_md, "## Update time and throughput\n",
               tm_md, "## Runs\n", st_md]
     if ab_md:
