@@ -269,7 +269,11 @@ def _train(config: TrainConfig, log: RunLog, state: dict[str, Any] | None, progr
     critic_optimizer = _make_critic_optimizer(agent.critic, config.critic_lr)
 
     steps_per_env = config.rollout_steps // config.num_envs
-    num_updates = config.total_steps // config.rollout_steps
+    # Whole rollouts only: a budget that is not a multiple of T is rounded up (as SB3 does).
+    num_updates = -(-config.total_steps // config.rollout_steps)
+    if num_updates * config.rollout_steps != config.total_steps and state is None:
+        _notice(f"--steps {config.total_steps} is not a multiple of --rollout-steps {config.rollout_steps}; "
+                f"training {num_updates * config.rollout_steps} steps ({num_updates} whole rollouts)")
     timesteps = 0
     episodes: list[tuple[int, float, int]] = []  # (timestep at episode end, return, length)
     counts = {"nonfinite_actor_updates": 0, "nonfinite_critic_updates": 0, "nonfinite_transitions": 0}

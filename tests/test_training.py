@@ -140,3 +140,9 @@ def test_cli_says_when_a_preset_does_not_cover_the_method(tmp_path):
     uncovered = subprocess.run(cmd + ["--method", "kfac", "--out", str(tmp_path / "b")], capture_output=True, text=True, check=True)
     assert "no values of its own" not in covered.stderr
     assert "no values of its own for --method kfac" in uncovered.stderr
+
+
+def test_steps_not_a_multiple_of_the_rollout_round_up_to_whole_rollouts(tmp_path, capsys):
+    result = natpg.train("CartPole-v1", method="smac", total_steps=2500, seed=0, rollout_steps=1000, out=tmp_path)
+    assert result.summary["steps"] == 3000 and len(result.metrics) == 3
+    assert "--steps 2500 is not a multiple of --rollout-steps 1000; training 3000 steps" in capsys.readouterr().err
