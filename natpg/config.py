@@ -36,7 +36,7 @@ class TrainConfig:
 
     env_id: str = field(default="CartPole-v1", metadata=_help("Gymnasium id, or module:EnvId"))
     method: str = field(default="smac", metadata=_help("actor-update rule (see `natpg methods`)"))
-    total_steps: int = field(default=100_000, metadata=_help("environment steps to train for"))
+    total_steps: int = field(default=100_000, metadata=_help("environment steps to train for (rounded up to whole rollouts)"))
     seed: int = field(default=0, metadata=_help("seed of torch, numpy and the environments"))
     rollout_steps: int = field(default=1000, metadata=_help("transitions per update, T (across all envs)"))
     num_envs: int = field(default=1, metadata=_help("vectorised environments"))
