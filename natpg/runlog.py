@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import functools
 import io
 import json
 import os
@@ -46,9 +47,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+@functools.lru_cache(maxsize=1)
 def source_revision() -> str | None:
     """The git commit natpg is running from, with ``+dirty`` when its package files differ
-    from that commit (an editable install in a checkout); None for an installed wheel."""
+    from that commit (an editable install in a checkout); None for an installed wheel.
+    Read once per process, at the first call (close to when the code was imported), so a
+    long-lived worker keeps reporting the code it runs even if the checkout moves on."""
     import subprocess
 
     pkg = Path(__file__).resolve().parent
