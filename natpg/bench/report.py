@@ -510,7 +510,7 @@ def _smac_variant(label: str) -> str | None:
 def _ablation_runs(runs: list[Run]) -> dict[str, list[str]]:
     by_env: dict[str, set[str]] = defaultdict(set)
     for r in runs:
-        if r.status == "done" and _smac_variant(r.label):
+        if r.status in ("done", "failed") and _smac_variant(r.label):
             by_env[r.env_id].add(r.label)
     return {e: sorted(v, key=_batch_key) for e, v in by_env.items() if len(v) >= 2}
 
@@ -519,6 +519,8 @@ def _batch_key(label: str) -> tuple[int, str]:
     m = re.fullmatch(r"smac@batch_size=(\d+)", label)
     if m:
         return int(m.group(1)), label
+    if label == "smac-single":  # Algorithm 1: B = 1
+        return 1, label
     return (10**9 if label == "smac" else 10**9 + 1), label
 
 
@@ -530,15 +532,22 @@ def ablation(runs: list[Run], out: Path, plots: bool) -> tuple[str | None, list[
     for env in _env_order(envs):
         for label in envs[env]:
             g = [r for r in runs if r.status == "done" and r.env_id == env and r.label == label]
+            bad = [r for r in runs if r.status == "failed" and r.env_id == env and r.label == label]
             fr = [r.summary["final_return"] for r in g if r.summary.get("final_return") is not None]
-            upd = [r.summary.get("update_time_mean", math.nan) * 1e3 for r in g]
+            # update time of every run that has one: a stopped run's updates cost the same
+            upd = [r.summary["update_time_mean"] * 1e3 for r in g + bad if r.summary.get("update_time_mean") is not None]
             wall = [r.summary.get("wall_time", math.nan) for r in g]
-            rows.append([env, label, str(len(g)), _cell(float(np.mean(fr)), float(np.std(fr))) if fr else "–",
-                         _fmt(float(np.mean(upd)), 2), _fmt(float(np.mean(wall)), 1)])
+            stopped = ", ".join(f"seed {r.seed} at {r.summary['steps'] // 1000}k" if r.summary.get("steps") else f"seed {r.seed}"
+                                for r in sorted(bad, key=lambda r: r.seed))
+            rows.append([env, label, f"{len(g)} / {len(g) + len(bad)}",
+                         _cell(float(np.mean(fr)), float(np.std(fr))) if fr else "–", stopped or "–",
+                         _fmt(float(np.mean(upd)), 2) if upd else "–", _fmt(float(np.mean(wall)), 1) if g else "–"])
     md = ("SMAC batch-size ablation (the paper's Figure 1; `smac` is batch-mean over the whole rollout "
           "(B = T = 1000 in the paper preset); `smac-single` and `batch_size=1` are the single-sample Algorithm 1, "
-          "`smac-vec` its per-sample steps all taken at one θ):\n\n"
-          + _md_table(["env", "variant", "seeds", "final return", "update ms", "wall s"], rows))
+          "`smac-vec` its per-sample steps all taken at one θ). Final return over the runs that completed; "
+          "a run stopped by the trainer after consecutive non-finite updates is listed as diverged, with the step; "
+          "update time over every run:\n\n"
+          + _md_table(["env", "variant", "completed / runs", "final return", "diverged", "update ms", "wall s"], rows))
     files = []
     if plots:
         data = {env: v for env, v in _curves([r for r in runs if r.env_id in envs and r.label in envs[r.env_id]],
