@@ -89,11 +89,18 @@ def train_run(env: str, label: str, method: str, hp: dict, seed: int, steps: int
     return summary
 
 
-def _read(run_dir: Path) -> tuple[dict, list[dict]]:
+def read_run(run_dir: Path) -> tuple[dict, list[dict]]:
     summary = json.loads((run_dir / "summary.json").read_text())
     with open(run_dir / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     return summary, rows
+
+
+def return_cell(row: dict) -> str:
+    """A table cell: mean ± std of the completed seeds' final returns (completed/seeds)."""
+    if not row["completed"]:
+        return f"— (0/{row['seeds']})"
+    return f"{row['final_return_mean']:.1f} ± {row['final_return_std']:.1f} ({row['completed']}/{row['seeds']})"
 
 
 def _mean_std(xs: list[float]) -> tuple[float, float]:
@@ -118,7 +125,7 @@ def report(args: argparse.Namespace, variants: list[tuple[str, str, dict]], comm
                 run_dir = out / "raw" / env / _slug(label) / f"seed{seed}"
                 if not (run_dir / "summary.json").exists():
                     continue
-                summary, rows = _read(run_dir)
+                summary, rows = read_run(run_dir)
                 if summary.get("status", "completed") != "completed":
                     stopped.append(f"seed {seed} diverged at {summary['steps']:,}")
                 elif summary["final_return"] is not None:
@@ -169,10 +176,8 @@ def report(args: argparse.Namespace, variants: list[tuple[str, str, dict]], comm
         "|---|---|---|---|---|---|---|",
     ]
     for r in table:
-        ret = (f"{r['final_return_mean']:.1f} ± {r['final_return_std']:.1f} ({r['completed']}/{r['seeds']})"
-               if r["completed"] else f"— (0/{r['seeds']})")
         wall = f"{r['wall_time_s']:.1f}" if r["wall_time_s"] != "" else "—"
-        lines.append(f"| {r['env']} | {r['variant']} | {ret} | {r['diverged'] or '—'} | {r['update_ms']:.1f} | "
+        lines.append(f"| {r['env']} | {r['variant']} | {return_cell(r)} | {r['diverged'] or '—'} | {r['update_ms']:.1f} | "
                      f"{r.get('update_time_vs_B1000', '')} | {wall} |")
     (out / "fig1.md").write_text("\n".join(lines) + "\n")
 

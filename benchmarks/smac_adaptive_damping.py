@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as _dt
-import json
 import math
 import os
 import shlex
@@ -26,7 +25,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fig1_ablation import _mean_std, _smac_values, machine, train_run  # noqa: E402
+from fig1_ablation import _mean_std, _smac_values, machine, read_run, return_cell, train_run  # noqa: E402
 
 ADAPTIVE = {"adaptive_damping": True, "kl_target": 0.01}
 #: env -> [(variant label, method, overrides)]
@@ -89,9 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_dir = out / "raw" / env / _slug(label) / f"seed{seed}"
                 if not (run_dir / "summary.json").exists():
                     continue
-                summary = json.loads((run_dir / "summary.json").read_text())
-                with open(run_dir / "metrics.csv") as f:
-                    rows = list(csv.DictReader(f))
+                summary, rows = read_run(run_dir)
                 if summary.get("status", "completed") != "completed":
                     stopped.append(f"seed {seed} at {summary['steps']:,}")
                 else:
@@ -134,11 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|---|",
     ]
     for r in table:
-        ret = (f"{r['final_return_mean']:.1f} ± {r['final_return_std']:.1f} ({r['completed']}/{r['seeds']})"
-               if r["completed"] else f"— (0/{r['seeds']})")
         wall = "—" if math.isnan(r["wall_time_s"]) else f"{r['wall_time_s']:.1f}"
         lams = "—" if "nan" in r["final_damping"] else r["final_damping"]
-        lines.append(f"| {r['env']} | {r['variant']} | {ret} | {r['diverged'] or '—'} | "
+        lines.append(f"| {r['env']} | {r['variant']} | {return_cell(r)} | {r['diverged'] or '—'} | "
                      f"{r['median_kl']} | {lams} | {wall} |")
     (out / "smac_adaptive_damping.md").write_text("\n".join(lines) + "\n")
 
