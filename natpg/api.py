@@ -63,7 +63,8 @@ def load_run(run_dir: str | Path) -> tuple[TrainConfig, Agent]:
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"{config_path} is unreadable ({type(exc).__name__}: {exc})") from None
     env = VectorEnv(config.env_id, 1, 0, config.max_episode_steps)
-    agent = Agent(env.spec.obs_dim, env.spec.action_space, config.hidden, config.activation, config.normalize_obs)
+    agent = Agent(env.spec.obs_dim, env.spec.action_space, config.hidden, config.activation, config.normalize_obs,
+                  config.log_std_init)
     env.close()
     state = read_checkpoint(ckpt_path)
     agent.load_state_dict(state["agent"])

@@ -211,7 +211,7 @@ def _train(args: argparse.Namespace) -> int:
         method = values.pop("method", TrainConfig.method)
         preset = values.pop("preset", None)
         config = resolve_config(env_id, method, preset, **values)
-        if preset is not None and not preset_values(preset, env_id, method)[1]:
+        if preset is not None and config.preset is not None and not preset_values(config.preset, env_id, method)[1]:
             print(f"natpg train: note: preset {preset!r} has no values of its own for --method {method}: "
                   "it takes the preset's shared settings and the method's defaults", file=sys.stderr)
         out = args.out or Path("runs") / f"{env_id.replace(':', '_').replace('/', '_')}_{method}_seed{config.seed}"
@@ -260,9 +260,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TrainingStopped, EnvironmentFault, OSError) as exc:  # a fault while running: one line, status 1
         print(f"natpg {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from natpg.trainer import Terminated
+
         print("natpg: interrupted", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 if __name__ == "__main__":

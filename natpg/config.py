@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from natpg import methods
-from natpg.presets import preset_values
+from natpg.presets import DEFAULT_PRESET, NO_PRESET, preset_values
 
 __all__ = ["TrainConfig", "Range", "resolve_config", "validate", "trainer_field_names", "flag_name", "RESUMABLE_FIELDS"]
 
@@ -43,12 +43,27 @@ class TrainConfig:
     gamma: float = field(default=0.99, metadata=_help("discount factor"))
     gae_lambda: float = field(default=0.9, metadata=_help("GAE trace decay λ_GAE"))
     critic_lr: float = field(default=1e-3, metadata=_help("critic Adam learning rate α"))
-    critic_steps: int = field(default=10, metadata=_help("critic Adam steps per rollout on the full-batch MSE"))
+    critic_steps: int = field(
+        default=10, metadata=_help("critic Adam epochs per rollout: passes over the rollout's MSE (one step each with "
+                                   "--critic-batch-size none, the full batch)")
+    )
+    critic_batch_size: int | None = field(
+        default=None, metadata=_help("critic minibatch size: each epoch shuffles the rollout into minibatches of this "
+                                     "size, one Adam step each (None: one full-batch step per epoch)")
+    )
     hidden: tuple[int, ...] = field(default=(64, 64), metadata=_help("hidden layer sizes of actor and critic"))
     activation: str = field(default="tanh", metadata=_help("hidden activation: tanh, relu, elu, gelu, silu"))
     max_episode_steps: int | None = field(default=None, metadata=_help("episode horizon (None: the env's own)"))
     normalize_obs: bool = field(default=False, metadata=_help("running observation normalisation"))
     normalize_advantages: bool = field(default=False, metadata=_help("standardise advantages per rollout (actor only)"))
+    normalize_reward: bool = field(
+        default=False, metadata=_help("divide rewards by the running std of the discounted return (training only; "
+                                      "episode returns are reported unscaled)")
+    )
+    log_std_init: float = field(default=0.0, metadata=_help("initial log-std of a Gaussian policy"))
+    anneal_lr: bool = field(
+        default=False, metadata=_help("anneal the actor's and the critic's learning rates linearly to 0 over the run")
+    )
     return_window: int = field(default=20, metadata=_help("episodes in the recent-return mean of metrics.csv"))
     checkpoint_every: int = field(default=100_000, metadata=_help("steps between checkpoints (and one at the end)"))
     torch_threads: int = field(default=1, metadata=_help("torch intra-op threads (1 is fastest for small MLPs)"))
@@ -182,6 +197,8 @@ def _trainer_ranges() -> dict[str, Range]:
         "gae_lambda": _UNIT,
         "critic_lr": _POSITIVE,
         "critic_steps": _POSITIVE_INT,
+        "critic_batch_size": Range("int", 1, optional=True),
+        "log_std_init": Range("float", -20.0, 5.0),
         "activation": Range("str", choices=tuple(ACTIVATIONS)),
         "max_episode_steps": Range("int", 1, optional=True),
         "return_window": _POSITIVE_INT,
@@ -265,7 +282,7 @@ def _dry_run(cls: type, method: str, hyperparameters: dict[str, Any]) -> None:
     with torch.random.fork_rng(devices=[]):
         for make in (lambda: CategoricalActor(2, 2, (2,), "tanh"), lambda: GaussianActor(2, 1, (2,), "tanh")):
             try:
-                cls(make(), **hyperparameters)
+                methods.registry.build(cls, make(), **hyperparameters)
                 return
             except (ValueError, TypeError) as exc:
                 errors.append(exc)
@@ -343,6 +360,10 @@ def validate(config: TrainConfig) -> None:
             f"--rollout-steps {config.rollout_steps} must be a multiple of --num-envs {config.num_envs} "
             f"(each update takes rollout-steps/num-envs steps of every env)"
         )
+    if config.critic_batch_size is not None and config.critic_batch_size > config.rollout_steps:
+        raise ValueError(
+            f"--critic-batch-size {config.critic_batch_size} must be at most --rollout-steps {config.rollout_steps}"
+        )
     if config.total_steps < config.rollout_steps:
         raise ValueError(
             f"--steps {config.total_steps} must be at least --rollout-steps {config.rollout_steps} (one update)"
@@ -368,6 +389,9 @@ def validate(config: TrainConfig) -> None:
 def resolve_config(env_id: str, method: str = "smac", preset: str | None = None, **overrides: Any) -> TrainConfig:
     """Defaults, then ``preset`` values for (env, method), then ``overrides``.
 
+    ``preset`` None takes natpg's default recipe (``"natpg"``); ``"none"`` takes the bare
+    defaults of the trainer and of the rule.
+
     ``overrides`` may name trainer fields (``total_steps``, ``rollout_steps``, ...) or the
     method's hyperparameters (``lr``, ``damping``, ...); anything else is an error. The result
     is validated (:func:`validate`): a bad value raises ValueError before any environment exists.
@@ -386,8 +410,12 @@ def resolve_config(env_id: str, method: str = "smac", preset: str | None = None,
             raise ValueError(f"pass {key} as its own argument, not among the overrides")
     values: dict[str, Any] = {}
     method_kwargs = {k: v for k, v in accepted.items() if v is not _EMPTY}
+    if preset is None:
+        preset = DEFAULT_PRESET
+    Range("str").check("--preset", preset)
+    if preset.lower() == NO_PRESET:
+        preset = None
     if preset is not None:
-        Range("str").check("--preset", preset)
         shared, own = preset_values(preset, env_id, method)
         values.update(shared)
         method_kwargs.update({k: v for k, v in own.items() if k in accepted})

@@ -93,11 +93,11 @@ class GaussianActor(Actor):
         return Independent(Normal(mean, self.log_std(mean).exp()), 1)
 
 
-def make_actor(obs_dim: int, action_space: spaces.Space, hidden: Sequence[int], activation: str) -> Actor:
+def make_actor(obs_dim: int, action_space: spaces.Space, hidden: Sequence[int], activation: str, log_std_init: float = 0.0) -> Actor:
     if isinstance(action_space, spaces.Discrete):
         return CategoricalActor(obs_dim, int(action_space.n), hidden, activation)
     if isinstance(action_space, spaces.Box) and len(action_space.shape) == 1:
-        return GaussianActor(obs_dim, action_space.shape[0], hidden, activation)
+        return GaussianActor(obs_dim, action_space.shape[0], hidden, activation, log_std_init)
     raise ValueError(f"unsupported action space {action_space}: natpg supports Discrete and 1-D Box actions")
 
 
@@ -152,10 +152,11 @@ class ObsNormalizer(nn.Module):
 class Agent(nn.Module):
     """Observation normaliser + actor + critic: everything a saved policy needs."""
 
-    def __init__(self, obs_dim: int, action_space: spaces.Space, hidden: Sequence[int], activation: str, normalize_obs: bool):
+    def __init__(self, obs_dim: int, action_space: spaces.Space, hidden: Sequence[int], activation: str, normalize_obs: bool,
+                 log_std_init: float = 0.0):
         super().__init__()
         self.obs_norm = ObsNormalizer(obs_dim, normalize_obs)
-        self.actor = make_actor(obs_dim, action_space, hidden, activation)
+        self.actor = make_actor(obs_dim, action_space, hidden, activation, log_std_init)
         self.critic = Critic(obs_dim, hidden, activation)
 
     def policy_input(self, obs: Tensor) -> Tensor:

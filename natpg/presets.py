@@ -7,10 +7,15 @@ A method the preset does not cover gets the shared settings and its own defaults
 
 from __future__ import annotations
 
+import copy
 import difflib
 from typing import Any
 
-__all__ = ["PRESETS", "preset_values", "paper_env_key"]
+__all__ = ["PRESETS", "DEFAULT_PRESET", "NO_PRESET", "NATPG_RECIPE", "preset_values", "paper_env_key"]
+
+#: What ``natpg train`` and ``natpg.train`` use when no preset is named; ``none`` asks for none.
+DEFAULT_PRESET = "natpg"
+NO_PRESET = "none"
 
 # Paper Table 2. Keys are the paper's task names; γ = 0.99, λ_GAE = 0.9, T = 1000 everywhere.
 # Columns: SMAC η, SMAC λ, AC-Adam η, AC-SGD η, AC-CG η, critic α.
@@ -106,7 +111,48 @@ def _rat_t1000() -> dict[str, dict[str, Any]]:
     return table
 
 
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {"paper": _paper(), "rat-authors": _rat_authors(), "rat-t1000": _rat_t1000()}
+#: Key of a preset entry that applies to every environment.
+ANY_ENV = "*"
+
+# natpg's default recipe (docs/choosing.md; ablation in benchmarks/results/recipe/). The same on
+# every task: normalised observations, rewards scaled by the running std of the discounted
+# return, standardised advantages, GAE λ 0.95, T = 2048, a critic fitted by 10 epochs of
+# minibatch-128 Adam at 1e-3 (sb3-contrib TRPO's critic), and every rule's direction taken
+# as a trust-region step of KL radius δ = 0.01 (natpg.methods.trust_region). TRPO keeps its
+# own (identical) line search; AC-Adam is the first-order baseline with its own step size.
+NATPG_RECIPE = {
+    "shared": {
+        "rollout_steps": 2048,
+        "num_envs": 1,
+        "gamma": 0.99,
+        "gae_lambda": 0.95,
+        "critic_lr": 1e-3,
+        "critic_steps": 10,
+        "critic_batch_size": 128,
+        "hidden": (64, 64),
+        "activation": "tanh",
+        "normalize_obs": True,
+        "normalize_reward": True,
+        "normalize_advantages": True,
+        "log_std_init": 0.0,
+        "anneal_lr": False,
+    },
+    "methods": {
+        "trpo": {"max_kl": 0.01, "damping": 0.1},
+        "ac-adam": {"lr": 3e-4, "batch_size": 64},
+        **{m: {"max_kl": 0.01} for m in (
+            "ac-sgd", "ac-sgd-matched", "ac-cg", "smac", "smac-vec", "smac-single", "kfac", "ef-exact",
+            "isopo", "isopo-ntk", "rat",
+        )},
+    },
+}
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    DEFAULT_PRESET: {ANY_ENV: NATPG_RECIPE},
+    "paper": _paper(),
+    "rat-authors": _rat_authors(),
+    "rat-t1000": _rat_t1000(),
+}
 
 
 def paper_env_key(env_id: str) -> str:
@@ -121,10 +167,11 @@ def preset_values(preset: str, env_id: str, method: str) -> tuple[dict[str, Any]
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"--preset {preset!r}: unknown preset{hint} (available: {', '.join(sorted(PRESETS))})")
     table = PRESETS[preset]
-    key = paper_env_key(env_id)
+    key = paper_env_key(env_id) if ANY_ENV not in table else ANY_ENV
     if key not in table:
         raise ValueError(
-            f"--preset {preset!r} has no values for env {env_id!r} (it covers: {', '.join(table)})"
+            f"--preset {preset!r} has no values for env {env_id!r} (it covers: {', '.join(table)}); "
+            f"--preset {DEFAULT_PRESET} (the default) covers every env, --preset {NO_PRESET} takes the bare defaults"
         )
     entry = table[key]
-    return dict(entry["shared"]), dict(entry["methods"].get(method, {}))
+    return dict(entry["shared"]), copy.deepcopy(entry["methods"].get(method, {}))

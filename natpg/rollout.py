@@ -9,7 +9,7 @@ import numpy as np
 from natpg.envs import VectorEnv
 from natpg.policies import NumpyPolicy
 
-__all__ = ["Rollout", "collect", "gae"]
+__all__ = ["Rollout", "RewardScaler", "collect", "gae"]
 
 
 @dataclass
@@ -97,3 +97,44 @@ def gae(
             column[t] = running
         columns.append(column)
     return np.array(columns, dtype=deltas.dtype).T.copy()
+
+
+class RewardScaler:
+    """Rewards divided by the running standard deviation of the discounted return, clipped to
+    ±``clip`` (the reward half of SB3's ``VecNormalize(norm_reward=True)`` and of Gymnasium's
+    ``NormalizeReward``). Training only: episode returns are reported unscaled.
+
+    Not the Gymnasium wrapper: that one scales inside the env, so the reported episode returns
+    would be scaled too, and its state would escape natpg's exact-resume capture of the envs.
+    Here the per-env discounted returns run through each rollout (reset where an episode
+    ends), the running variance takes in all of the rollout's returns, and the whole rollout is
+    then scaled by one std, so every critic target of an update is on the same scale.
+    """
+
+    def __init__(self, num_envs: int, gamma: float, clip: float = 10.0, eps: float = 1e-8):
+        self.gamma, self.clip, self.eps = gamma, clip, eps
+        self.returns = np.zeros(num_envs)
+        self.mean, self.var, self.count = 0.0, 1.0, 1e-4
+
+    def __call__(self, rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> np.ndarray:
+        """Scaled (T, N) rewards; updates the running statistics with this rollout."""
+        discounted = np.empty_like(rewards)
+        running = self.returns
+        for t in range(rewards.shape[0]):
+            running = running * self.gamma + rewards[t]
+            discounted[t] = running
+            running = np.where(terminated[t] | truncated[t], 0.0, running)
+        self.returns = running
+        batch_mean, batch_var, n = float(discounted.mean()), float(discounted.var()), discounted.size
+        delta, total = batch_mean - self.mean, self.count + n
+        self.var = (self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total
+        self.mean += delta * n / total
+        self.count = total
+        return np.clip(rewards / np.sqrt(self.var + self.eps), -self.clip, self.clip)
+
+    def state_dict(self) -> dict:
+        return {"returns": self.returns.copy(), "mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.returns = np.array(state["returns"], dtype=np.float64)
+        self.mean, self.var, self.count = state["mean"], state["var"], state["count"]

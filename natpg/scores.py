@@ -218,6 +218,18 @@ def compute_scores(actor: Actor, obs: Tensor, actions: Tensor) -> tuple[ScoreBat
 # involves no sampled actions: it is the true Fisher of the policy, not an estimate.
 
 
+def detached(dist: Distribution) -> Distribution:
+    """The same distribution with its parameters cut from the autograd graph."""
+    from torch.distributions import Independent
+
+    if isinstance(dist, Independent):
+        return Independent(detached(dist.base_dist), dist.reinterpreted_batch_ndims)
+    params = {k: getattr(dist, k).detach() for k in dist.arg_constraints if k in dist.__dict__}
+    if "logits" in params:  # categorical: logits define it; a cached `probs` would conflict
+        params = {"logits": params["logits"]}
+    return type(dist)(**params, validate_args=False)
+
+
 def distribution_parameters(dist: Distribution) -> tuple[Tensor, ...]:
     """(normalised logits,) of a Categorical, (mean, std) of a (diagonal) Normal."""
     from torch.distributions import Categorical, Independent, Normal

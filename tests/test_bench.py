@@ -29,7 +29,7 @@ def _smoke_specs() -> list[str]:
 def smoke_sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke")
     envs = suites.get_suite("smoke").envs
-    result = sweep.run_sweep(out, envs, _smoke_specs(), seeds=1, steps=STEPS, workers=2, overrides=FAST,
+    result = sweep.run_sweep(out, envs, _smoke_specs(), seeds=1, steps=STEPS, workers=2, overrides=FAST, preset="paper",
                              progress=False, log=lambda s: None)
     return out, envs, result
 
@@ -70,7 +70,7 @@ def test_rerun_skips_finished_runs_and_redoes_an_interrupted_one(smoke_sweep):
     finished = sweep.run_dir_for(out, envs[1], "ac-sgd", 0) / "summary.json"
     before = finished.stat().st_mtime_ns
     result = sweep.run_sweep(out, envs, ["smac", "ac-sgd", FAILING], seeds=1, steps=STEPS, workers=1,
-                             overrides=FAST, skip_failed=True, progress=False, log=lambda s: None)
+                             overrides=FAST, preset="paper", skip_failed=True, progress=False, log=lambda s: None)
     assert result.done == [f"{envs[0]}/smac/seed0"]
     assert not result.failed  # --skip-failed keeps the recorded failures
     assert len(result.skipped) == 2 * 3 - 1
@@ -79,7 +79,7 @@ def test_rerun_skips_finished_runs_and_redoes_an_interrupted_one(smoke_sweep):
     assert finished.stat().st_mtime_ns == before
     # The same directory with another budget: finished runs are kept, not silently taken as that budget.
     other = sweep.run_sweep(out, envs[:1], ["ac-sgd"], seeds=1, steps=2 * STEPS, workers=1, overrides=FAST,
-                            progress=False, log=lambda s: None)
+                            preset="paper", progress=False, log=lambda s: None)
     assert other.conflicts == {f"{envs[0]}/ac-sgd/seed0": STEPS} and not other.done
 
 

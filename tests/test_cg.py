@@ -7,6 +7,7 @@ import torch
 from torch.distributions import kl_divergence
 
 from natpg import methods
+from natpg.methods import trust_region
 from natpg.linalg import conjugate_gradient, woodbury_solve
 from natpg.methods.base import PolicyBatch, _detached
 from natpg.scores import flatten
@@ -188,7 +189,7 @@ def test_trpo_rejects_a_step_that_worsens_the_surrogate(monkeypatch):
     rule = methods.make("trpo", actor)
     before = _flat(actor)
     # Every trial is within the KL bound but (as reported) worse on the surrogate.
-    monkeypatch.setattr(rule, "_evaluate", lambda *args: (-1e9, 0.0))
+    monkeypatch.setattr(trust_region, "_evaluate", lambda *args: (-1e9, 0.0))
     info = rule.update(PolicyBatch(obs, actions, adv))
     assert info["ls_accepted"] == 0.0
     assert info["backtracks"] == rule.backtrack_iters

@@ -80,14 +80,14 @@ BAD_CONFIGS = [
     (dict(gamma=1.5), ["--gamma", "1.5", "[0, 1]"]),
     (dict(gae_lambda=-0.1), ["--gae-lambda", "-0.1", "[0, 1]"]),
     (dict(gamma=float("nan")), ["--gamma", "nan", "[0, 1]"]),
-    (dict(batch_size=5000), ["--batch-size", "5000", "--rollout-steps", "1..1000"]),
+    (dict(batch_size=5000), ["--batch-size", "5000", "--rollout-steps", "1..2048"]),
     (dict(batch_size=0), ["--batch-size", "0", "positive integer"]),
     (dict(batch_size=2.5), ["--batch-size", "2.5", "integer"]),
     (dict(hidden=(0,)), ["--hidden", "(0,)", "positive integers"]),
     (dict(hidden=()), ["--hidden", "()", "positive integers"]),
     (dict(num_envs=0), ["--num-envs", "0", ">= 1"]),
     (dict(rollout_steps=1001, num_envs=2), ["--rollout-steps", "1001", "multiple of --num-envs 2"]),
-    (dict(total_steps=10), ["--steps", "10", "--rollout-steps 1000"]),
+    (dict(total_steps=10), ["--steps", "10", "--rollout-steps 2048"]),
     (dict(total_steps=True), ["--steps", "True", "integer"]),
     (dict(seed=-1), ["--seed", "-1", "[0, 4294967295]"]),
     (dict(critic_steps=0), ["--critic-steps", "0", ">= 1"]),
@@ -349,7 +349,7 @@ def test_diverging_run_stops_cleanly_from_the_cli(tmp_path, run_cli):
     """A natural fault: rewards of 1e30 overflow float32 advantages and critic targets."""
     run = tmp_path / "run"
     status, err = run_cli("train", "--env", "test_hardening_envs:HugeReward-v0", "--steps", "4000", "--rollout-steps",
-                          "200", "--hidden", "8", "--out", str(run), "--no-progress")
+                          "200", "--hidden", "8", "--preset", "none", "--out", str(run), "--no-progress")
     assert status == 1, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "5 consecutive non-finite updates" in lines[0], err

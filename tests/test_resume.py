@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import natpg
 import natpg.trainer
@@ -47,15 +48,20 @@ def assert_same_run(a, b):
     assert summary(a) == summary(b)
 
 
-def crash_at_rollout(monkeypatch, n):
-    """Make the n-th rollout of the next run raise KeyboardInterrupt (a crash mid-run)."""
+class Killed(BaseException):
+    """A hard kill mid-run (SIGKILL, power loss): the trainer gets no chance to write anything.
+    Unlike KeyboardInterrupt / SIGTERM, after which it writes the last update boundary."""
+
+
+def crash_at_rollout(monkeypatch, n, exception=None):
+    """Make the n-th rollout of the next run raise ``exception`` (default: a hard kill)."""
     calls = {"n": 0}
     original = natpg.trainer.collect
 
     def collect(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == n:
-            raise KeyboardInterrupt
+            raise (exception or Killed)()
         return original(*args, **kwargs)
 
     monkeypatch.setattr(natpg.trainer, "collect", collect)
@@ -67,7 +73,7 @@ def test_every_rule_resumes_exactly_after_a_crash(method, tmp_path, monkeypatch)
     kw = dict(total_steps=1000, seed=2, rollout_steps=250, checkpoint_every=500, hidden=(8,), critic_steps=2)
     natpg.train("Pendulum-v1", method, out=tmp_path / "ref", **kw)
     undo = crash_at_rollout(monkeypatch, 4)  # updates 1-3 done, checkpoint after 2, row 3 logged
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Killed):
         natpg.train("Pendulum-v1", method, out=tmp_path / "run", **kw)
     undo()
     assert len(metrics(tmp_path / "run")) == 3 and not (tmp_path / "run" / "summary.json").exists()
@@ -81,7 +87,7 @@ def test_mujoco_resumes_exactly_with_time_limits_and_several_envs(tmp_path, monk
               critic_steps=2, max_episode_steps=40, normalize_obs=True)
     natpg.train("Hopper-v5", "kfac", out=tmp_path / "ref", **kw)
     undo = crash_at_rollout(monkeypatch, 4)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Killed):
         natpg.train("Hopper-v5", "kfac", out=tmp_path / "run", **kw)
     undo()
     natpg.train("Hopper-v5", "kfac", out=tmp_path / "run", resume=True, **kw)
@@ -134,7 +140,7 @@ def test_unpicklable_env_restarts_its_episodes_and_says_so(tmp_path, monkeypatch
     outcomes = []
     for name in ("a", "b"):
         undo = crash_at_rollout(monkeypatch, 3)
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(Killed):
             natpg.train(env_id, "smac", out=tmp_path / name, **kw)
         undo()
         result = natpg.train(env_id, "smac", out=tmp_path / name, resume=True, **kw)
@@ -151,7 +157,7 @@ def test_resume_without_a_checkpoint_starts_afresh(tmp_path, monkeypatch, capsys
     kw = dict(total_steps=600, seed=0, rollout_steps=200, checkpoint_every=10_000, hidden=(8,), critic_steps=2)
     natpg.train("CartPole-v1", "smac", out=tmp_path / "ref", **kw)
     undo = crash_at_rollout(monkeypatch, 2)  # killed before its first checkpoint
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Killed):
         natpg.train("CartPole-v1", "smac", out=tmp_path / "run", **kw)
     undo()
     assert not (tmp_path / "run" / "checkpoint.pt").exists() and (tmp_path / "run" / "metrics.csv").exists()
@@ -216,3 +222,21 @@ def test_a_checkpoint_without_resume_state_is_refused_clearly(tmp_path):
     torch.save(old, tmp_path / "checkpoint.pt")
     with pytest.raises(ValueError, match="written by an older natpg without resume state; start the run afresh with --overwrite"):
         natpg.train("CartPole-v1", "smac", total_steps=400, seed=0, out=tmp_path, rollout_steps=200, hidden=(8,), resume=True)
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, natpg.trainer.Terminated], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_leaves_the_last_update_boundary_to_resume_exactly(tmp_path, monkeypatch, capsys, interrupt):
+    """Ctrl-C / SIGTERM between checkpoints: the last update boundary is written, and the
+    resumed run equals the uninterrupted one (before, --resume started from step 0)."""
+    kw = dict(total_steps=1000, seed=3, rollout_steps=200, checkpoint_every=10_000, hidden=(8,), critic_steps=2)
+    natpg.train("CartPole-v1", "smac", out=tmp_path / "ref", **kw)
+    undo = crash_at_rollout(monkeypatch, 4, interrupt)  # during the 4th rollout: 3 updates done
+    with pytest.raises(interrupt):
+        natpg.train("CartPole-v1", "smac", out=tmp_path / "run", **kw)
+    undo()
+    err = capsys.readouterr().err
+    assert "checkpoint at step 600" in err and "--resume" in err
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert state["timesteps"] == 600 and len(state["rows"]) == 3
+    natpg.train("CartPole-v1", "smac", out=tmp_path / "run", resume=True, **kw)
+    assert_same_run(tmp_path / "ref", tmp_path / "run")

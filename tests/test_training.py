@@ -47,7 +47,8 @@ def test_same_seed_gives_identical_metrics(tmp_path):
 
 
 def test_run_directory_contents(tmp_path):
-    result = natpg.train("CartPole-v1", method="smac", total_steps=3000, seed=0, out=tmp_path, hidden=(16,), normalize_obs=True)
+    result = natpg.train("CartPole-v1", method="smac", total_steps=3000, seed=0, out=tmp_path, hidden=(16,), normalize_obs=True,
+                         rollout_steps=1000)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["hidden"] == [16] and config["method_kwargs"]["damping"] == 0.1 and "torch" in config["versions"]
     rows = _read_metrics(tmp_path / "metrics.csv")
@@ -70,7 +71,8 @@ def test_run_directory_contents(tmp_path):
 
 
 def test_checkpoint_round_trip_restores_policy_and_normaliser(tmp_path):
-    result = natpg.train("Pendulum-v1", method="ac-adam", total_steps=2000, seed=0, out=tmp_path, normalize_obs=True)
+    result = natpg.train("Pendulum-v1", method="ac-adam", total_steps=2000, seed=0, out=tmp_path, normalize_obs=True,
+                         rollout_steps=1000)
     config, agent = natpg.load_run(tmp_path)
     assert config.method == "ac-adam"
     for (k, v), (k2, v2) in zip(result.agent.state_dict().items(), agent.state_dict().items()):
@@ -113,7 +115,7 @@ def test_user_registered_env_via_module_prefix(tmp_path, monkeypatch):
         "gym.register('MyPendulum-v0', entry_point='gymnasium.envs.classic_control:PendulumEnv', max_episode_steps=50)\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    result = natpg.train("my_envs:MyPendulum-v0", method="ac-sgd", total_steps=1000, seed=0)
+    result = natpg.train("my_envs:MyPendulum-v0", method="ac-sgd", total_steps=1000, seed=0, rollout_steps=1000)
     assert result.summary["episodes"] == 20
 
 

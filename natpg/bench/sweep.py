@@ -95,7 +95,7 @@ def plan_runs(
     method_specs: Iterable[str],
     seeds: Iterable[int],
     steps: int | dict[str, int] | Callable[[str], int] | None = None,
-    preset: str | None = "paper",
+    preset: str | None = None,
     overrides: dict[str, Any] | None = None,
     order: str = "seed",
 ) -> list[RunSpec]:
@@ -377,7 +377,7 @@ def run_sweep(
     workers: int | None = None,
     backend: str = "local",
     ray_address: str | None = None,
-    preset: str | None = "paper",
+    preset: str | None = None,
     overrides: dict[str, Any] | None = None,
     skip_failed: bool = False,
     order: str = "seed",

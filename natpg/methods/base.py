@@ -26,11 +26,12 @@ from typing import Any, ClassVar, Iterator
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution, Independent, kl_divergence
+from torch.distributions import kl_divergence
 
 from natpg.linalg import check_positive
 from natpg.policies import Actor
-from natpg.scores import ScoreBatch, compute_scores, damped_natural_gradient, flatten, trainable_parameters
+from natpg.methods import trust_region
+from natpg.scores import ScoreBatch, compute_scores, damped_natural_gradient, detached, flatten, trainable_parameters
 
 __all__ = ["PolicyBatch", "UpdateRule", "PreconditionedRule", "cosine"]
 
@@ -57,19 +58,17 @@ class PolicyBatch:
             yield self.slice(start, min(start + size, n))
 
 
-def _detached(dist: Distribution) -> Distribution:
-    """The same distribution with its parameters cut from the autograd graph."""
-    if isinstance(dist, Independent):
-        return Independent(_detached(dist.base_dist), dist.reinterpreted_batch_ndims)
-    params = {k: getattr(dist, k).detach() for k in dist.arg_constraints if k in dist.__dict__}
-    if "logits" in params:  # categorical: logits define it; a cached `probs` would conflict
-        params = {"logits": params["logits"]}
-    return type(dist)(**params, validate_args=False)
+_detached = detached  # the rules' name for it
 
 
 def cosine(a: Tensor, b: Tensor) -> float:
+    """cos(a, b) computed in float64 and clamped to [-1, 1] (0 if either is zero): a float32
+    dot product of parallel vectors can round to 1.0000001 on one CPU and not on another."""
+    a, b = a.double(), b.double()
     denom = a.norm() * b.norm()
-    return float(torch.dot(a, b) / denom) if denom > 0 else 0.0
+    if not denom > 0:
+        return 0.0
+    return float(torch.clamp(torch.dot(a, b) / denom, -1.0, 1.0))
 
 
 class UpdateRule(ABC):
@@ -88,11 +87,17 @@ class UpdateRule(ABC):
     #: old parameters. Its damping: ``exact_damping``, else the rule's ``damping``, else 0.1.
     exact_cosine: bool = False
     exact_damping: float | None = None
+    #: False for a rule with a KL-controlled step of its own (TRPO): ``max_kl`` is then its own.
+    shared_trust_region: ClassVar[bool] = True
 
-    def __init__(self, actor: Actor, *, lr: float):
+    def __init__(self, actor: Actor, *, lr: float, max_kl: float | None = None):
+        """``max_kl`` (δ): None takes the rule's own step; a number replaces it by the
+        shared trust-region step (:mod:`natpg.methods.trust_region`): the rule's step as a
+        direction, scaled to the KL radius δ and backtracked on the realised KL and the surrogate."""
         self.actor = actor
         self.params = trainable_parameters(actor)
         self.lr = check_positive("lr", lr)
+        self.max_kl = None if max_kl is None else check_positive("max_kl", max_kl)
 
     @classmethod
     def hyperparameters(cls) -> dict[str, Any]:
@@ -111,6 +116,12 @@ class UpdateRule(ABC):
     def _step(self, batch: PolicyBatch) -> dict[str, float]:
         """Change the actor's parameters using ``batch``; return the rule's own diagnostics."""
 
+    def _apply(self, batch: PolicyBatch) -> dict[str, float]:
+        """The rule's own step, or, with ``max_kl``, the shared trust-region step along it."""
+        if self.max_kl is None or not self.shared_trust_region:
+            return self._step(batch)
+        return trust_region.constrain(self, batch, self._step)
+
     def update(self, batch: PolicyBatch, diagnostics: bool = True) -> dict[str, float]:
         """One actor update. With ``diagnostics`` (one extra forward/backward pass at the old
         parameters and one forward pass at the new ones) the common ones are added:
@@ -119,7 +130,7 @@ class UpdateRule(ABC):
         gradient), ``kl`` (realised KL(π_old‖π_new) on the batch), ``log_prob_mean`` and
         ``entropy`` at the old parameters."""
         if not diagnostics:
-            return self._step(batch)
+            return self._apply(batch)
         old = flatten([p.detach() for p in self.params]).clone()
         scores, old_dist, log_prob = compute_scores(self.actor, batch.obs, batch.actions)
         n = len(batch)
@@ -131,7 +142,7 @@ class UpdateRule(ABC):
             lam = self.exact_damping or getattr(self, "damping", None) or 0.1
             exact = flatten(damped_natural_gradient(scores, batch.advantages, lam))
         del scores
-        info = self._step(batch)
+        info = self._apply(batch)
         step = flatten([p.detach() for p in self.params]) - old
         with torch.no_grad():
             old_dist = _detached(old_dist)
@@ -165,8 +176,8 @@ class PreconditionedRule(UpdateRule):
     (None: the whole rollout, one step). Subclasses implement :meth:`direction`.
     """
 
-    def __init__(self, actor: Actor, *, lr: float, batch_size: int | None = None):
-        super().__init__(actor, lr=lr)
+    def __init__(self, actor: Actor, *, lr: float, batch_size: int | None = None, max_kl: float | None = None):
+        super().__init__(actor, lr=lr, max_kl=max_kl)
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.batch_size = batch_size

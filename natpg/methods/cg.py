@@ -20,12 +20,12 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.distributions import kl_divergence
 
 from natpg.linalg import check_positive, conjugate_gradient
 from natpg.methods.base import PolicyBatch, PreconditionedRule, UpdateRule, _detached
 from natpg.methods.registry import register
-from natpg.scores import ScoreBatch, fisher_vector_product, flatten, unflatten
+from natpg.methods.trust_region import kl_radius_scale, line_search
+from natpg.scores import ScoreBatch, fisher_vector_product, flatten
 
 __all__ = ["ACCG", "TRPO"]
 
@@ -74,8 +74,9 @@ class ACCG(PreconditionedRule):
         cg_iters: int = 10,
         fisher_subsample: float = 1.0,
         batch_size: int | None = None,
+        **shared: Any,
     ):
-        super().__init__(actor, lr=lr, batch_size=batch_size)
+        super().__init__(actor, lr=lr, batch_size=batch_size, **shared)
         self.damping = check_positive("damping", damping)
         self.cg_iters = _check_int("cg_iters", cg_iters)
         self.fisher_subsample = _check_fraction("fisher_subsample", fisher_subsample)
@@ -95,6 +96,7 @@ class TRPO(UpdateRule):
     """
 
     name = "trpo"
+    shared_trust_region = False  # max_kl is TRPO's own radius
     summary = "TRPO: CG natural direction scaled to a KL radius, backtracking on KL and surrogate"
 
     def __init__(
@@ -121,18 +123,6 @@ class TRPO(UpdateRule):
         self.fisher_subsample = _check_fraction("fisher_subsample", fisher_subsample)
         self.rejected_updates = 0
 
-    @torch.no_grad()
-    def _set_params(self, flat: Tensor) -> None:
-        for p, v in zip(self.params, unflatten(flat, self.params)):
-            p.copy_(v)
-
-    @torch.no_grad()
-    def _evaluate(self, batch: PolicyBatch, old_dist, old_logp: Tensor) -> tuple[float, float]:
-        """(surrogate mean(ratio·A), mean KL(π_old‖π)) at the current parameters."""
-        dist = self.actor.distribution(batch.obs)
-        ratio = torch.exp(dist.log_prob(batch.actions) - old_logp)
-        return float((ratio * batch.advantages).mean()), float(kl_divergence(old_dist, dist).mean())
-
     def _step(self, batch: PolicyBatch) -> dict[str, float]:
         dist = self.actor.distribution(batch.obs)
         logp = dist.log_prob(batch.actions)
@@ -140,48 +130,22 @@ class TRPO(UpdateRule):
         surrogate = (torch.exp(logp - old_logp) * batch.advantages).mean()
         grad = flatten(torch.autograd.grad(surrogate, self.params))
         old_surrogate = float(surrogate.detach())
-        info = {
-            "ls_accepted": 0.0,
-            "backtracks": 0.0,
-            "step_fraction": 0.0,
-            "surrogate_gain": 0.0,
-            "expected_gain": 0.0,
-            "ls_kl": 0.0,
-            "cg_residual": 0.0,
-            "rejected_updates": float(self.rejected_updates),
-        }
-        if not bool(torch.isfinite(grad).all()) or float(grad.norm()) == 0.0:
+        info = {"cg_residual": 0.0, "expected_gain": 0.0}
+        if bool(torch.isfinite(grad).all()) and float(grad.norm()) > 0.0:
+            x, fx, residual = _cg_solve(self.actor, batch.obs, grad, self.damping, self.cg_iters, self.fisher_subsample)
+            info["cg_residual"] = residual
+            beta = kl_radius_scale(float(torch.dot(x, fx)), self.max_kl)
+            if beta is not None:
+                full_step = self.lr * beta * x
+                old = flatten([p.detach() for p in self.params]).clone()
+                search = line_search(self.actor, self.params, batch, old, full_step, self.max_kl, old_dist, old_logp,
+                                     old_surrogate, self.backtrack_iters, self.backtrack_ratio)
+                info.update(search, expected_gain=search["step_fraction"] * float(torch.dot(grad, full_step)))
+        if not info.get("ls_accepted"):
             self.rejected_updates += 1
-            info["rejected_updates"] = float(self.rejected_updates)
-            return info
-        x, fx, residual = _cg_solve(self.actor, batch.obs, grad, self.damping, self.cg_iters, self.fisher_subsample)
-        info["cg_residual"] = residual
-        shs = float(torch.dot(x, fx))
-        old = flatten([p.detach() for p in self.params]).clone()
-        accepted = False
-        if math.isfinite(shs) and shs > 0:
-            full_step = self.lr * math.sqrt(2.0 * self.max_kl / shs) * x
-            expected = float(torch.dot(grad, full_step))
-            fraction = 1.0
-            for k in range(self.backtrack_iters):
-                self._set_params(old + fraction * full_step)
-                new_surrogate, kl = self._evaluate(batch, old_dist, old_logp)
-                if math.isfinite(new_surrogate) and math.isfinite(kl) and kl <= self.max_kl and new_surrogate > old_surrogate:
-                    accepted = True
-                    info.update(
-                        ls_accepted=1.0,
-                        backtracks=float(k),
-                        step_fraction=fraction,
-                        surrogate_gain=new_surrogate - old_surrogate,
-                        expected_gain=fraction * expected,
-                        ls_kl=kl,
-                    )
-                    break
-                fraction *= self.backtrack_ratio
-        if not accepted:
-            self._set_params(old)
-            self.rejected_updates += 1
-            info.update(backtracks=float(self.backtrack_iters), rejected_updates=float(self.rejected_updates))
+            info.update(ls_accepted=0.0, backtracks=float(self.backtrack_iters), step_fraction=0.0,
+                        surrogate_gain=0.0, ls_kl=0.0)
+        info["rejected_updates"] = float(self.rejected_updates)
         return info
 
     def state_dict(self) -> dict[str, Any]:

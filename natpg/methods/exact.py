@@ -14,6 +14,8 @@ Any rule can report how close its step is to this one: ``TrainConfig.exact_cosin
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
 from natpg.linalg import check_positive, solve_shifted_gram
@@ -29,8 +31,8 @@ class ExactEmpiricalFisher(PreconditionedRule):
     name = "ef-exact"
     summary = "exact damped empirical-Fisher natural gradient via the B×B Woodbury/Cholesky solve (reference)"
 
-    def __init__(self, actor, *, lr: float = 0.1, damping: float = 0.1, batch_size: int | None = None):
-        super().__init__(actor, lr=lr, batch_size=batch_size)
+    def __init__(self, actor, *, lr: float = 0.1, damping: float = 0.1, batch_size: int | None = None, **shared: Any):
+        super().__init__(actor, lr=lr, batch_size=batch_size, **shared)
         self.damping = check_positive("damping", damping)
 
     def direction(self, scores: ScoreBatch, advantages: Tensor | None, grad: Tensor):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -18,8 +20,8 @@ class ACSGD(PreconditionedRule):
     name = "ac-sgd"
     summary = "advantage actor-critic, SGD on the policy gradient"
 
-    def __init__(self, actor, *, lr: float = 7e-3, batch_size: int | None = None):
-        super().__init__(actor, lr=lr, batch_size=batch_size)
+    def __init__(self, actor, *, lr: float = 7e-3, batch_size: int | None = None, **shared: Any):
+        super().__init__(actor, lr=lr, batch_size=batch_size, **shared)
 
     def direction(self, scores: ScoreBatch, advantages: Tensor | None, grad: Tensor):
         return grad, {}
@@ -32,8 +34,8 @@ class ACAdam(ACSGD):
     name = "ac-adam"
     summary = "advantage actor-critic, Adam on the policy gradient"
 
-    def __init__(self, actor, *, lr: float = 1e-3, batch_size: int | None = None):
-        super().__init__(actor, lr=lr, batch_size=batch_size)
+    def __init__(self, actor, *, lr: float = 1e-3, batch_size: int | None = None, **shared: Any):
+        super().__init__(actor, lr=lr, batch_size=batch_size, **shared)
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.params, lr=self.lr)
@@ -48,9 +50,9 @@ class ACSGDMatched(ACSGD):
     name = "ac-sgd-matched"
     summary = "AC-SGD at SMAC's effective step η/λ (the step-size control)"
 
-    def __init__(self, actor, *, lr: float = 5e-3, damping: float = 0.1, batch_size: int | None = None):
+    def __init__(self, actor, *, lr: float = 5e-3, damping: float = 0.1, batch_size: int | None = None, **shared: Any):
         self.damping = check_positive("damping", damping)
-        super().__init__(actor, lr=lr, batch_size=batch_size)
+        super().__init__(actor, lr=lr, batch_size=batch_size, **shared)
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.params, lr=self.lr / self.damping)

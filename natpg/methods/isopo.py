@@ -69,8 +69,8 @@ class _Layerwise(PreconditionedRule):
     subclass's transform of the advantages), ``A/m`` for parameters outside linear layers
     (the plain policy gradient); step ``lr · Σ_i c_i s_i`` block by block."""
 
-    def __init__(self, actor, *, lr: float, batch_size: int | None, ema_decay: float, standardize_advantages: bool):
-        super().__init__(actor, lr=lr, batch_size=batch_size)
+    def __init__(self, actor, *, lr: float, batch_size: int | None, ema_decay: float, standardize_advantages: bool, **shared: Any):
+        super().__init__(actor, lr=lr, batch_size=batch_size, **shared)
         self.standardize_advantages = bool(standardize_advantages)
         if not 0.0 <= float(ema_decay) < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay!r}")
@@ -135,8 +135,9 @@ class ISOPO(_Layerwise):
         regularization: float = 1.0,
         ema_decay: float = 0.9,
         standardize_advantages: bool = True,
+        **shared: Any,
     ):
-        super().__init__(actor, lr=lr, batch_size=batch_size, ema_decay=ema_decay, standardize_advantages=standardize_advantages)
+        super().__init__(actor, lr=lr, batch_size=batch_size, ema_decay=ema_decay, standardize_advantages=standardize_advantages, **shared)
         if probes is not None and (not isinstance(probes, int) or probes < 1):
             raise ValueError(f"probes must be a positive integer or None (every sample), got {probes!r}")
         self.probes = probes
@@ -177,8 +178,9 @@ class ISOPONTK(_Layerwise):
         damping: float = 1.0,
         ema_decay: float = 0.9,
         standardize_advantages: bool = False,
+        **shared: Any,
     ):
-        super().__init__(actor, lr=lr, batch_size=batch_size, ema_decay=ema_decay, standardize_advantages=standardize_advantages)
+        super().__init__(actor, lr=lr, batch_size=batch_size, ema_decay=ema_decay, standardize_advantages=standardize_advantages, **shared)
         self.damping = check_positive("damping", damping)
 
     def _coefficients(self, layer: int, gram: Tensor, advantages: Tensor) -> tuple[Tensor, float]:

@@ -87,6 +87,7 @@ class KFAC(PreconditionedRule):
         momentum: float = 0.9,
         stats_decay: float = 0.95,
         batch_size: int | None = None,
+        **shared: Any,
     ):
         try:
             ok = 0.0 <= float(momentum) < 1.0
@@ -102,7 +103,7 @@ class KFAC(PreconditionedRule):
             raise ValueError(f"stats_decay must be in [0, 1), got {stats_decay!r}")
         self.momentum = float(momentum)
         self.stats_decay = float(stats_decay)
-        super().__init__(actor, lr=lr, batch_size=batch_size)
+        super().__init__(actor, lr=lr, batch_size=batch_size, **shared)
         self.kl_clip = check_positive("kl_clip", kl_clip)
         self.damping = check_positive("damping", damping)
         self._names = {id(m): name or "root" for name, m in actor.named_modules()}

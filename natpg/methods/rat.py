@@ -81,8 +81,9 @@ class RAT(UpdateRule):
         kl_target: float = 0.008,
         lr_min: float = 1e-4,
         lr_max: float = 0.02,
+        **shared: Any,
     ):
-        super().__init__(actor, lr=lr)
+        super().__init__(actor, lr=lr, **shared)
         self.damping = check_positive("damping", damping)
         for name, value in (("batch_size", batch_size), ("epochs", epochs)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

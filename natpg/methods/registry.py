@@ -33,6 +33,25 @@ def get(name: str) -> type["UpdateRule"]:
         raise ValueError(f"unknown method {name!r}{hint} (available: {', '.join(available())})") from None
 
 
+def build(cls: type["UpdateRule"], actor, **hyperparameters: Any) -> "UpdateRule":
+    """``cls(actor, **hyperparameters)``. A rule whose constructor neither names nor forwards
+    (``**shared``) the base class's ``max_kl`` still gets the shared trust region: it is set
+    after construction, so a user's rule written before it existed keeps working."""
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters
+    forwards = "max_kl" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    if forwards or "max_kl" not in hyperparameters:
+        return cls(actor, **hyperparameters)
+    max_kl = hyperparameters.pop("max_kl")
+    rule = cls(actor, **hyperparameters)
+    if max_kl is not None:
+        from natpg.linalg import check_positive
+
+        rule.max_kl = check_positive("max_kl", max_kl)
+    return rule
+
+
 def make(name: str, actor, **hyperparameters: Any) -> "UpdateRule":
     """Build the rule ``name`` for ``actor``; unknown hyperparameters are an error."""
     cls = get(name)
@@ -40,4 +59,4 @@ def make(name: str, actor, **hyperparameters: Any) -> "UpdateRule":
     unknown = sorted(set(hyperparameters) - set(accepted))
     if unknown:
         raise ValueError(f"method {name!r} does not take {', '.join(unknown)} (it takes: {', '.join(sorted(accepted))})")
-    return cls(actor, **hyperparameters)
+    return build(cls, actor, **hyperparameters)

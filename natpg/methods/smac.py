@@ -114,8 +114,9 @@ class _SMACRule(PreconditionedRule):
         damping_factor: float,
         damping_min: float,
         damping_max: float,
+        **shared: Any,
     ):
-        super().__init__(actor, lr=lr, batch_size=batch_size)
+        super().__init__(actor, lr=lr, batch_size=batch_size, **shared)
         self.control = DampingControl(damping, adaptive_damping, kl_target, damping_factor, damping_min, damping_max)
 
     @property
@@ -171,9 +172,10 @@ class SMAC(_SMACRule):
         damping_factor: float = 1.5,
         damping_min: float = 1e-4,
         damping_max: float = 1e4,
+        **shared: Any,
     ):
         super().__init__(actor, lr=lr, damping=damping, batch_size=batch_size, adaptive_damping=adaptive_damping,
-                         kl_target=kl_target, damping_factor=damping_factor, damping_min=damping_min, damping_max=damping_max)
+                         kl_target=kl_target, damping_factor=damping_factor, damping_min=damping_min, damping_max=damping_max, **shared)
 
     def direction(self, scores: ScoreBatch, advantages: Tensor | None, grad: Tensor):
         n = scores.num_samples
@@ -208,9 +210,10 @@ class SMACVec(_SMACRule):
         damping_factor: float = 1.5,
         damping_min: float = 1e-4,
         damping_max: float = 1e4,
+        **shared: Any,
     ):
         super().__init__(actor, lr=lr, damping=damping, batch_size=batch_size, adaptive_damping=adaptive_damping,
-                         kl_target=kl_target, damping_factor=damping_factor, damping_min=damping_min, damping_max=damping_max)
+                         kl_target=kl_target, damping_factor=damping_factor, damping_min=damping_min, damping_max=damping_max, **shared)
 
     def _minibatch_direction(self, scores: ScoreBatch, advantages: Tensor) -> tuple[Tensor, dict[str, float]]:
         return self.direction(scores, advantages, None)

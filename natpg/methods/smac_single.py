@@ -221,8 +221,9 @@ class SMACSingle(UpdateRule):
         damping_factor: float = 1.5,
         damping_min: float = 1e-4,
         damping_max: float = 1e4,
+        **shared: Any,
     ):
-        super().__init__(actor, lr=lr)
+        super().__init__(actor, lr=lr, **shared)
         _resolve_backend(actor, backend)  # fail at construction, not at the first update
         self.backend = backend
         self.control = DampingControl(damping, adaptive_damping, kl_target, damping_factor, damping_min, damping_max)
