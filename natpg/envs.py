@@ -35,7 +35,7 @@ def _on_sys_path(folder: str) -> bool:
     return any(os.path.abspath(entry or os.curdir) == folder for entry in sys.path)
 
 
-def _import_module_of(env_id: str) -> str:
+def _import_module_of(env_id: str, setting: str) -> str:
     """``module:EnvId`` imports ``module`` (which registers EnvId) and returns ``EnvId``.
 
     A module that is not importable otherwise is looked for in the current directory, as
@@ -48,7 +48,7 @@ def _import_module_of(env_id: str) -> str:
     module, _, name = env_id.partition(":")
     top = module.partition(".")[0]
     here = os.getcwd()
-    shown = setting_value("env_id", env_id, quote=True)
+    shown = setting_value(setting, env_id, quote=True)
     try:
         try:
             importlib.import_module(module)
@@ -69,15 +69,16 @@ def _import_module_of(env_id: str) -> str:
     return name
 
 
-def check_env_id(env_id: str) -> str:
+def check_env_id(env_id: str, setting: str = "env_id") -> str:
     """Return the registered id for ``env_id`` (importing ``module:`` prefixes), or raise a
-    ValueError that suggests close names. Creates no environment."""
+    ValueError that suggests close names, naming the ``setting`` that gave the id (``envs``
+    for natpg bench). Creates no environment."""
     if not isinstance(env_id, str) or not env_id:
-        raise ValueError(f"{setting_name('env_id')} must be a Gymnasium id such as CartPole-v1, got {env_id!r}")
-    name = _import_module_of(env_id)
+        raise ValueError(f"{setting_name(setting)} must be a Gymnasium id such as CartPole-v1, got {env_id!r}")
+    name = _import_module_of(env_id, setting)
     if name not in gym.registry:
         hint = did_you_mean(name, gym.registry)
-        raise ValueError(f"{setting_value('env_id', env_id, quote=True)}: not a registered Gymnasium environment{hint}")
+        raise ValueError(f"{setting_value(setting, env_id, quote=True)}: not a registered Gymnasium environment{hint}")
     return name
 
 
