@@ -237,7 +237,7 @@ def train(
     if resume and overwrite:
         raise ValueError(f"{setting_value('resume', True)} and {setting_value('overwrite', True)} exclude each other")
     if resume and run_dir is None:
-        raise ValueError(f"{setting_value('resume', True)} needs a run directory ({phrase('--out DIR', 'out=DIR')})")
+        raise ValueError(f"{setting_value('resume', True)} needs a run directory ({phrase('--resume DIR', 'out=DIR')})")
     log = RunLog(run_dir, tensorboard=config.tensorboard, mode="resume" if resume else "overwrite" if overwrite else "new")
     try:
         state = log.load_checkpoint() if resume else None

@@ -498,7 +498,7 @@ def run_sweep(
     if result.conflicts:
         log(f"natpg bench: {len(result.conflicts)} finished run(s) in {out} had another budget than this sweep asks for "
             f"(e.g. {next(iter(result.conflicts))}: {next(iter(result.conflicts.values()))} steps); they are kept and "
-            "not rerun: use another --out, or delete them to redo them")
+            f"not rerun: use another {setting_name('out')}, or delete them to redo them")
 
     started = _dt.datetime.now(_dt.timezone.utc)
     _record_invocation(out, {
