@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from natpg._messages import setting_name
 from natpg.config import Range, TrainConfig, resolve_config
 from natpg.envs import VectorEnv
 from natpg.policies import Agent, NumpyPolicy
@@ -74,8 +75,8 @@ def load_run(run_dir: str | Path) -> tuple[TrainConfig, Agent]:
 def evaluate(run_dir: str | Path, episodes: int = 10, seed: int = 10_000, deterministic: bool = True) -> dict[str, Any]:
     """Run ``episodes`` full episodes with the saved policy (mean action / most likely
     action unless ``deterministic=False``); returns mean, std and the returns."""
-    Range("int", 1).check("--episodes", episodes)
-    Range("int", 0, 2**32 - 1).check("--seed", seed)
+    Range("int", 1).check(setting_name("episodes"), episodes)
+    Range("int", 0, 2**32 - 1).check(setting_name("seed"), seed)
     config, agent = load_run(run_dir)
     env = VectorEnv(config.env_id, 1, seed, config.max_episode_steps)
     policy = NumpyPolicy(agent)

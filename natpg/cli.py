@@ -8,7 +8,6 @@ without touching this file.
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import sys
 import typing
@@ -17,13 +16,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from natpg import methods
-from natpg.config import TrainConfig, flag_name, resolve_config
+from natpg._messages import did_you_mean, flag, use_wording
+from natpg.config import TrainConfig, flag_name, parse_hidden, resolve_config
 from natpg.presets import preset_values
 
 __all__ = ["main", "build_parser"]
 
-# Trainer fields whose flag name is not the field name.
-_FLAG_NAMES = {"env_id": "env", "total_steps": "steps"}
 _SKIP = {"method_kwargs"}
 
 
@@ -40,9 +38,9 @@ class _Parser(argparse.ArgumentParser):
             known = sorted(o for o in self._option_string_actions if o.startswith("--"))
             hints = []
             for token in message.split(":", 1)[1].split():
-                close = difflib.get_close_matches(token.split("=")[0], known, n=2, cutoff=0.6) if token.startswith("--") else []
-                if close:
-                    hints.append(f"{token} → did you mean {' or '.join(close)}?")
+                hint = did_you_mean(token.split("=")[0], known, limit=2, lead="") if token.startswith("--") else ""
+                if hint:
+                    hints.append(f"{token} → {hint}")
             if hints:
                 message += " (" + "; ".join(hints) + ")"
         print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
@@ -76,10 +74,9 @@ def _parse_int(text: str) -> int:
 
 def _parse_hidden(text: str) -> tuple[int, ...]:
     try:
-        sizes = tuple(int(s) for s in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 64,64, got {text!r}") from None
-    return sizes
+        return parse_hidden(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _argument_type(hint: Any) -> tuple[Any, bool]:
@@ -98,12 +95,11 @@ def _argument_type(hint: Any) -> tuple[Any, bool]:
 
 
 def _add_flag(group, name: str, hint: Any, help_text: str) -> None:
-    flag = "--" + _FLAG_NAMES.get(name, name).replace("_", "-")
     arg_type, is_bool = _argument_type(hint)
     if is_bool:
-        group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+        group.add_argument(flag(name), dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
     else:
-        group.add_argument(flag, dest=name, type=arg_type, default=argparse.SUPPRESS, help=help_text)
+        group.add_argument(flag(name), dest=name, type=arg_type, default=argparse.SUPPRESS, help=help_text)
 
 
 def _method_hints() -> dict[str, tuple[Any, str]]:
@@ -253,7 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     handler = {"train": _train, "eval": _eval, "methods": _methods, **_BENCH_HANDLERS}[args.command]
     try:
-        return handler(args)
+        with use_wording(command_line=True):  # messages name --flags, not Python keywords
+            return handler(args)
     except (ValueError, CLIError) as exc:  # bad input: one line, status 2
         print(f"natpg {args.command}: error: {exc}", file=sys.stderr)
         return 2

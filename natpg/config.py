@@ -9,7 +9,7 @@ with the same text).
 
 from __future__ import annotations
 
-import difflib
+import contextlib
 import inspect
 import math
 import numbers
@@ -20,9 +20,12 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from natpg import methods
+from natpg._messages import did_you_mean, phrase, setting_name, setting_value
 from natpg.presets import DEFAULT_PRESET, NO_PRESET, preset_values
 
-__all__ = ["TrainConfig", "Range", "resolve_config", "validate", "trainer_field_names", "flag_name", "RESUMABLE_FIELDS"]
+__all__ = [
+    "TrainConfig", "Range", "resolve_config", "validate", "trainer_field_names", "flag_name", "parse_hidden", "RESUMABLE_FIELDS",
+]
 
 
 def _help(text: str, **extra: Any) -> Any:
@@ -95,13 +98,20 @@ class TrainConfig:
 #: Fields a resumed run may change: they do not affect what is computed.
 RESUMABLE_FIELDS = frozenset({"total_steps", "checkpoint_every", "tensorboard"})
 
-# Trainer fields whose flag name is not the field name.
-_FLAG_NAMES = {"env_id": "env", "total_steps": "steps"}
 
 
 def flag_name(name: str) -> str:
-    """The command-line flag of a trainer field or hyperparameter: ``total_steps`` → ``--steps``."""
-    return "--" + _FLAG_NAMES.get(name, name).replace("_", "-")
+    """How a message names a trainer field or hyperparameter: its flag on the command line
+    (``total_steps`` → ``--steps``), the keyword itself from Python (see natpg._messages)."""
+    return setting_name(name)
+
+
+def parse_hidden(text: str) -> tuple[int, ...]:
+    """``"64,64"`` → ``(64, 64)``: the hidden sizes as the command line writes them."""
+    try:
+        return tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise ValueError(f"expected comma-separated integers like 64,64, got {text!r}") from None
 
 
 def trainer_field_names() -> set[str]:
@@ -233,16 +243,10 @@ def _range_from_hint(hint: Any) -> Range | None:
     return None
 
 
-def _suggest(name: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
-    return f"; did you mean {', '.join(close)}?" if close else ""
-
-
 def _check_method_name(method: Any) -> type:
     if not isinstance(method, str) or method not in methods.available():
-        shown = method if isinstance(method, str) else repr(method)
         raise ValueError(
-            f"--method {shown!r}: unknown method{_suggest(str(method), methods.available())} "
+            f"{setting_value('method', method, quote=True)}: unknown method{did_you_mean(str(method), methods.available())} "
             f"(available: {', '.join(methods.available())})"
         )
     return methods.get(method)
@@ -261,12 +265,13 @@ def _rule_hints(cls: type) -> dict[str, Any]:
     return hints
 
 
-def _flagify(message: str, names: list[str]) -> str:
-    """``lr must be ...`` (a rule constructor's words) → ``--lr must be ...``."""
+def _name_the_setting(message: str, names: list[str]) -> str | None:
+    """``lr must be ...`` (a rule constructor's words) → ``--lr must be ...`` on the command line
+    (unchanged from Python); None when the message does not start with one of ``names``."""
     for name in sorted(names, key=len, reverse=True):
         if re.match(rf"{re.escape(name)}\b", message):
             return flag_name(name) + message[len(name) :]
-    return message
+    return None
 
 
 def _dry_run(cls: type, method: str, hyperparameters: dict[str, Any]) -> None:
@@ -286,10 +291,8 @@ def _dry_run(cls: type, method: str, hyperparameters: dict[str, Any]) -> None:
                 return
             except (ValueError, TypeError) as exc:
                 errors.append(exc)
-    message = _flagify(str(errors[0]), list(hyperparameters))
-    if not message.startswith("--"):
-        message = f"--method {method}: {message}"
-    raise ValueError(message)
+    message = str(errors[0])
+    raise ValueError(_name_the_setting(message, list(hyperparameters)) or f"{setting_value('method', method)}: {message}")
 
 
 def validate_method_hyperparameters(method: str, hyperparameters: dict[str, Any]) -> None:
@@ -301,10 +304,10 @@ def validate_method_hyperparameters(method: str, hyperparameters: dict[str, Any]
         raise ValueError(_unknown_message(unknown, method, accepted))
     missing = sorted(k for k, v in accepted.items() if v is _EMPTY and k not in hyperparameters)
     if missing:
-        raise ValueError(f"--method {method} needs {', '.join(flag_name(k) for k in missing)} (no default)")
+        raise ValueError(f"{setting_value('method', method)} needs {', '.join(flag_name(k) for k in missing)} (no default)")
     hints = _rule_hints(cls)
     specs = {name: _range_from_hint(hints.get(name)) for name in hyperparameters}
-    context = f" (hyperparameter of --method {method})"
+    context = f" (hyperparameter of {setting_value('method', method)})"
     for name, value in hyperparameters.items():  # types first: a constructor may choke on a wrong one
         if specs[name] is not None and not specs[name].accepts_type(value):
             specs[name].check(flag_name(name), value, context)
@@ -320,13 +323,13 @@ def _unknown_message(unknown: list[str], method: str, accepted: dict[str, Any]) 
     for name in unknown:
         owners = [m for m in methods.available() if name in methods.get(m).hyperparameters()]
         if owners:
-            parts.append(f"{flag_name(name)} is not a hyperparameter of --method {method} (it belongs to {', '.join(owners)})")
+            parts.append(
+                f"{flag_name(name)} is not a hyperparameter of {setting_value('method', method)} (it belongs to {', '.join(owners)})"
+            )
         else:
-            candidates = sorted(trainer_field_names() | set(accepted))
-            close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
-            hint = f"; did you mean {', '.join(flag_name(c) for c in close)}?" if close else ""
+            hint = did_you_mean(name, sorted(trainer_field_names() | set(accepted)), show=flag_name)
             parts.append(f"unknown setting {flag_name(name)}{hint}")
-    return "; ".join(parts) + f" (--method {method} takes: {takes})"
+    return "; ".join(parts) + f" ({setting_value('method', method)} takes: {takes})"
 
 
 def validate(config: TrainConfig) -> None:
@@ -354,19 +357,23 @@ def validate(config: TrainConfig) -> None:
         or not hidden
         or any(isinstance(h, bool) or not isinstance(h, numbers.Integral) or h < 1 for h in hidden)
     ):
-        raise ValueError(f"--hidden must be a comma-separated list of positive integers like 64,64, got {hidden!r}")
+        form = phrase("a comma-separated list of positive integers like 64,64",
+                      "a tuple of positive integers like (64, 64) (natpg.train also takes the string '64,64')")
+        raise ValueError(f"{setting_name('hidden')} must be {form}, got {hidden!r}")
     if config.rollout_steps % config.num_envs:
         raise ValueError(
-            f"--rollout-steps {config.rollout_steps} must be a multiple of --num-envs {config.num_envs} "
-            f"(each update takes rollout-steps/num-envs steps of every env)"
+            f"{setting_value('rollout_steps', config.rollout_steps)} must be a multiple of "
+            f"{setting_value('num_envs', config.num_envs)} (each update takes rollout-steps/num-envs steps of every env)"
         )
     if config.critic_batch_size is not None and config.critic_batch_size > config.rollout_steps:
         raise ValueError(
-            f"--critic-batch-size {config.critic_batch_size} must be at most --rollout-steps {config.rollout_steps}"
+            f"{setting_value('critic_batch_size', config.critic_batch_size)} must be at most "
+            f"{setting_value('rollout_steps', config.rollout_steps)}"
         )
     if config.total_steps < config.rollout_steps:
         raise ValueError(
-            f"--steps {config.total_steps} must be at least --rollout-steps {config.rollout_steps} (one update)"
+            f"{setting_value('total_steps', config.total_steps)} must be at least "
+            f"{setting_value('rollout_steps', config.rollout_steps)} (one update)"
         )
     if not isinstance(config.method_kwargs, dict):
         raise ValueError(f"method_kwargs must be a dict, got {type(config.method_kwargs).__name__}")
@@ -374,16 +381,17 @@ def validate(config: TrainConfig) -> None:
     batch_size = config.method_kwargs.get("batch_size")
     if batch_size is not None and batch_size > config.rollout_steps:
         default = methods.get(config.method).hyperparameters().get("batch_size")
-        origin = f" (the default of --method {config.method})" if batch_size == default else ""
+        origin = f" (the default of {setting_value('method', config.method)})" if batch_size == default else ""
         raise ValueError(
-            f"--batch-size {batch_size}{origin} must be at most --rollout-steps {config.rollout_steps} "
+            f"{setting_value('batch_size', batch_size)}{origin} must be at most "
+            f"{setting_value('rollout_steps', config.rollout_steps)} "
             f"(valid: 1..{config.rollout_steps})"
         )
     if config.tensorboard:
         try:
             import torch.utils.tensorboard  # noqa: F401
         except ImportError:
-            raise ValueError("--tensorboard needs the tensorboard package: pip install 'natpg[tensorboard]'") from None
+            raise ValueError(f"{setting_name('tensorboard')} needs the tensorboard package: pip install 'natpg[tensorboard]'") from None
 
 
 def resolve_config(env_id: str, method: str = "smac", preset: str | None = None, **overrides: Any) -> TrainConfig:
@@ -412,7 +420,7 @@ def resolve_config(env_id: str, method: str = "smac", preset: str | None = None,
     method_kwargs = {k: v for k, v in accepted.items() if v is not _EMPTY}
     if preset is None:
         preset = DEFAULT_PRESET
-    Range("str").check("--preset", preset)
+    Range("str").check(setting_name("preset"), preset)
     if preset.lower() == NO_PRESET:
         preset = None
     if preset is not None:
@@ -426,6 +434,9 @@ def resolve_config(env_id: str, method: str = "smac", preset: str | None = None,
             method_kwargs[key] = value
         else:
             values[key] = value
+    if isinstance(values.get("hidden"), str):  # the command line's form, "64,64"
+        with contextlib.suppress(ValueError):  # else validate() refuses it, naming the forms that work
+            values["hidden"] = parse_hidden(values["hidden"])
     if "hidden" in values and isinstance(values["hidden"], (list, tuple)):
         values["hidden"] = tuple(values["hidden"])
     config = TrainConfig(env_id=env_id, method=method, preset=preset, method_kwargs=method_kwargs, **values)

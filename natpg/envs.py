@@ -8,10 +8,11 @@ state of every environment can be captured for an exact resume (:meth:`VectorEnv
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import math
+import os
 import pickle
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+
+from natpg._messages import did_you_mean, setting_name, setting_value
 
 __all__ = ["EnvSpec", "EnvironmentFault", "check_env_id", "make_env", "VectorEnv", "describe_space", "check_spaces"]
 
@@ -28,29 +31,59 @@ except ImportError:  # pragma: no cover - other numpy layouts
     _clip = np.clip
 
 
-def _import_module_of(env_id: str) -> str:
-    """``module:EnvId`` imports ``module`` (which registers EnvId) and returns ``EnvId``."""
+def _on_sys_path(folder: str) -> bool:
+    return any(os.path.abspath(entry or os.curdir) == folder for entry in sys.path)
+
+
+def _import_module_of(env_id: str, setting: str) -> str:
+    """``module:EnvId`` imports ``module`` (which registers EnvId) and returns ``EnvId``.
+
+    A module that is not importable otherwise is looked for in the current directory, as
+    ``python -m`` would: ``natpg train --env mymodule:MyEnv-v0`` works from the folder that
+    holds ``mymodule.py``. The folder goes to the end of ``sys.path``, so it never hides an
+    installed package, and stays there for the entry points gymnasium imports later.
+    """
     if ":" not in env_id:
         return env_id
     module, _, name = env_id.partition(":")
+    top = module.partition(".")[0]
+    here = os.getcwd()
+    shown = setting_value(setting, env_id, quote=True)
     try:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != top or _on_sys_path(here):
+                raise
+            sys.path.append(here)
+            importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if not (module == exc.name or module.startswith(f"{exc.name}.")):  # found, but it imports a missing one
+            raise ValueError(f"{shown}: cannot import module {module!r}: it needs {exc.name!r}, which is not installed") from None
+        raise ValueError(
+            f"{shown}: cannot import module {module!r}: no module named {exc.name!r} in the current directory ({here}) "
+            f"nor on sys.path; run natpg from the folder that holds {top}.py (or {top}/), or add that folder to PYTHONPATH"
+        ) from None
     except ImportError as exc:
-        raise ValueError(f"--env {env_id!r}: cannot import module {module!r} ({exc})") from None
+        raise ValueError(f"{shown}: cannot import module {module!r} ({exc})") from None
     return name
 
 
-def check_env_id(env_id: str) -> str:
+def check_env_id(env_id: str, setting: str = "env_id") -> str:
     """Return the registered id for ``env_id`` (importing ``module:`` prefixes), or raise a
-    ValueError that suggests close names. Creates no environment."""
+    ValueError that suggests close names, naming the ``setting`` that gave the id (``envs``
+    for natpg bench). Creates no environment."""
     if not isinstance(env_id, str) or not env_id:
-        raise ValueError(f"--env must be a Gymnasium id such as CartPole-v1, got {env_id!r}")
-    name = _import_module_of(env_id)
+        raise ValueError(f"{setting_name(setting)} must be a Gymnasium id such as CartPole-v1, got {env_id!r}")
+    name = _import_module_of(env_id, setting)
     if name not in gym.registry:
-        close = difflib.get_close_matches(name, list(gym.registry), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"--env {env_id!r}: not a registered Gymnasium environment{hint}")
+        hint = did_you_mean(name, gym.registry)
+        raise ValueError(f"{setting_value(setting, env_id, quote=True)}: not a registered Gymnasium environment{hint}")
     return name
+
+
+def _skip_nonfinite_advice() -> str:
+    return f"pass {setting_value('skip_nonfinite', True)} to drop such transitions and continue"
 
 
 class EnvironmentFault(RuntimeError):
@@ -140,7 +173,7 @@ def make_env(env_id: str, max_episode_steps: int | None = None, **kwargs) -> gym
     try:
         env = gym.make(name, **kwargs)
     except (gym.error.Error, ImportError) as exc:
-        raise ValueError(f"--env {env_id!r} cannot be created: {exc}") from None
+        raise ValueError(f"{setting_value('env_id', env_id, quote=True)} cannot be created: {exc}") from None
     try:
         check_spaces(env_id, env.observation_space, env.action_space)
     except ValueError:
@@ -322,8 +355,7 @@ class VectorEnv:
             what = f"a non-finite observation {_show(obs[t_reset, i])} from reset()"
             where = f"after environment step {first_step + t_reset * n}"
         raise EnvironmentFault(
-            f"env {self.env_id!r} (copy {i} of {n}) returned {what} {where}; "
-            "pass --skip-nonfinite to drop such transitions and continue"
+            f"env {self.env_id!r} (copy {i} of {n}) returned {what} {where}; {_skip_nonfinite_advice()}"
         )
 
     def _where(self, i: int) -> str:
@@ -342,7 +374,7 @@ class VectorEnv:
             seed = None
         raise EnvironmentFault(
             f"env {self.env_id!r} (copy {i} of {self.num_envs}) returned a non-finite observation from reset(): "
-            f"{_show(obs)}" + ("" if self.skip_nonfinite else "; pass --skip-nonfinite to drop such transitions and continue")
+            f"{_show(obs)}" + ("" if self.skip_nonfinite else f"; {_skip_nonfinite_advice()}")
         )
 
     def _screen(self, prev, rewards, terminated, truncated, final_obs, finished) -> list[tuple[float, int]]:
@@ -365,7 +397,7 @@ class VectorEnv:
                 else:
                     what = f"a non-finite observation {_show(final_obs[i])}"
                 raise EnvironmentFault(
-                    f"{self._where(i)} returned {what}; pass --skip-nonfinite to drop such transitions and continue"
+                    f"{self._where(i)} returned {what}; {_skip_nonfinite_advice()}"
                 )
             if step_bad:
                 # Drop the transition: it becomes the time-limit end of its episode, with reward

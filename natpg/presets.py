@@ -8,8 +8,9 @@ A method the preset does not cover gets the shared settings and its own defaults
 from __future__ import annotations
 
 import copy
-import difflib
 from typing import Any
+
+from natpg._messages import did_you_mean, setting_value
 
 __all__ = ["PRESETS", "DEFAULT_PRESET", "NO_PRESET", "NATPG_RECIPE", "preset_values", "paper_env_key"]
 
@@ -163,15 +164,16 @@ def paper_env_key(env_id: str) -> str:
 def preset_values(preset: str, env_id: str, method: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(shared trainer settings, method hyperparameters) of ``preset`` for this env and method."""
     if preset not in PRESETS:
-        close = difflib.get_close_matches(preset, PRESETS, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"--preset {preset!r}: unknown preset{hint} (available: {', '.join(sorted(PRESETS))})")
+        raise ValueError(
+            f"{setting_value('preset', preset, quote=True)}: unknown preset{did_you_mean(preset, PRESETS)} "
+            f"(available: {', '.join(sorted(PRESETS))})"
+        )
     table = PRESETS[preset]
     key = paper_env_key(env_id) if ANY_ENV not in table else ANY_ENV
     if key not in table:
         raise ValueError(
-            f"--preset {preset!r} has no values for env {env_id!r} (it covers: {', '.join(table)}); "
-            f"--preset {DEFAULT_PRESET} (the default) covers every env, --preset {NO_PRESET} takes the bare defaults"
+            f"{setting_value('preset', preset, quote=True)} has no values for env {env_id!r} (it covers: {', '.join(table)}); "
+            f"preset {DEFAULT_PRESET!r} (the default) covers every env, {NO_PRESET!r} takes the bare defaults"
         )
     entry = table[key]
     return dict(entry["shared"]), copy.deepcopy(entry["methods"].get(method, {}))

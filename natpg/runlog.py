@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from natpg._messages import phrase, setting_name, setting_value
+
 __all__ = [
     "RunLog", "atomic_write_bytes", "atomic_write_json", "package_versions", "source_revision", "read_checkpoint",
     "WALL_TIME_COLUMNS", "RUN_FILES",
@@ -202,14 +204,14 @@ class RunLog:
             self.close()
             raise ValueError(
                 f"run directory {d} already exists and {what} ({', '.join(entries[:5])}); "
-                f"pass --overwrite to replace it, or --resume {d} to continue it"
+                f"pass {setting_value('overwrite', True)} to replace it, or {phrase(f'--resume {d}', 'resume=True')} to continue it"
             )
         if mode == "overwrite" and entries:
             if foreign:
                 self.close()
                 raise ValueError(
-                    f"refusing to --overwrite {d}: it holds files natpg did not write ({', '.join(foreign[:5])}); "
-                    "choose another --out"
+                    f"{phrase(f'refusing to --overwrite {d}', f'refusing to overwrite {d} (overwrite=True)')}: it holds files "
+                    f"natpg did not write ({', '.join(foreign[:5])}); choose another {phrase('--out', 'out')}"
                 )
             for name in entries:
                 path = d / name
@@ -253,7 +255,7 @@ class RunLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as exc:
-                raise ValueError("--tensorboard needs the tensorboard package: pip install 'natpg[tensorboard]'") from exc
+                raise ValueError(f"{setting_name('tensorboard')} needs the tensorboard package: pip install 'natpg[tensorboard]'") from exc
             self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=purge_step)
 
     def _rewrite_csv(self) -> None:

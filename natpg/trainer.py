@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from natpg import methods
+from natpg._messages import phrase, setting_value
 from natpg.config import RESUMABLE_FIELDS, TrainConfig, flag_name, validate
 from natpg.critic_fit import mlp_layers, mse_backward
 from natpg.envs import VectorEnv
@@ -254,9 +255,9 @@ def _check_resumable(config: TrainConfig, saved: dict[str, Any], run_dir: Path |
         if key == "method_kwargs":
             for k in sorted(set(value) | set(old or {})):
                 if value.get(k) != (old or {}).get(k):
-                    diffs.append(f"{flag_name(k)} {value.get(k)!r} (the run has {(old or {}).get(k)!r})")
+                    diffs.append(f"{setting_value(k, value.get(k), quote=True)} (the run has {(old or {}).get(k)!r})")
         elif value != old:
-            diffs.append(f"{flag_name(key)} {value!r} (the run has {old!r})")
+            diffs.append(f"{setting_value(key, value, quote=True)} (the run has {old!r})")
     if diffs:
         allowed = ", ".join(sorted(flag_name(k) for k in RESUMABLE_FIELDS))
         raise ValueError(f"cannot resume {run_dir} with different settings: {'; '.join(diffs)}; only {allowed} may change")
@@ -281,9 +282,9 @@ def train(
     """
     validate(config)  # before anything is created or written
     if resume and overwrite:
-        raise ValueError("--resume and --overwrite exclude each other")
+        raise ValueError(f"{setting_value('resume', True)} and {setting_value('overwrite', True)} exclude each other")
     if resume and run_dir is None:
-        raise ValueError("resume needs a run directory")
+        raise ValueError(f"{setting_value('resume', True)} needs a run directory ({phrase('--resume DIR', 'out=DIR')})")
     log = RunLog(run_dir, tensorboard=config.tensorboard, mode="resume" if resume else "overwrite" if overwrite else "new")
     try:
         state = log.load_checkpoint() if resume else None
@@ -291,11 +292,13 @@ def train(
             if state.get("format", 1) < 2:
                 raise ValueError(
                     f"the checkpoint in {log.run_dir} was written by an older natpg without resume state; "
-                    "start the run afresh with --overwrite"
+                    f"start the run afresh with {setting_value('overwrite', True)}"
                 )
             _check_resumable(config, state["config"], log.run_dir)
             if state["timesteps"] > config.total_steps:
-                raise ValueError(f"--steps {config.total_steps} is below the {state['timesteps']} steps the run has already done")
+                raise ValueError(
+                    f"{setting_value('total_steps', config.total_steps)} is below the {state['timesteps']} steps the run has already done"
+                )
         elif resume and log.has_run_files():
             _notice(f"{log.run_dir} has no checkpoint yet: starting it from step 0")
             log.clear()
@@ -329,7 +332,8 @@ def _train(config: TrainConfig, log: RunLog, state: dict[str, Any] | None, progr
         optimizers = [critic_optimizer] + [o for o in [getattr(rule, "optimizer", None)] if isinstance(o, torch.optim.Optimizer)]
         schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda k: 1.0 - k / num_updates) for o in optimizers]
     if num_updates * config.rollout_steps != config.total_steps and state is None:
-        _notice(f"--steps {config.total_steps} is not a multiple of --rollout-steps {config.rollout_steps}; "
+        _notice(f"{setting_value('total_steps', config.total_steps)} is not a multiple of "
+                f"{setting_value('rollout_steps', config.rollout_steps)}; "
                 f"training {num_updates * config.rollout_steps} steps ({num_updates} whole rollouts)")
     timesteps = 0
     episodes: list[tuple[int, float, int]] = []  # (timestep at episode end, return, length)
@@ -479,9 +483,10 @@ def _train(config: TrainConfig, log: RunLog, state: dict[str, Any] | None, progr
                 where = f"checkpoint and summary are in {log.run_dir}" if log.run_dir is not None else "no run directory was given"
                 message = (
                     f"stopped at step {timesteps}: {consecutive_bad} consecutive non-finite updates "
-                    f"(--max-nonfinite-updates {config.max_nonfinite_updates}; last: {'; '.join(faults)}). "
+                    f"({setting_value('max_nonfinite_updates', config.max_nonfinite_updates)}; last: {'; '.join(faults)}). "
                     f"The parameters are the last finite ones; {where}. "
-                    "Try a smaller --lr or --critic-lr, a larger --damping, --normalize-advantages or --normalize-obs"
+                    f"Try a smaller {flag_name('lr')} or {flag_name('critic_lr')}, a larger {flag_name('damping')}, "
+                    f"{setting_value('normalize_advantages', True)} or {setting_value('normalize_obs', True)}"
                 )
                 checkpoint()
                 summary = summarise("stopped_nonfinite", message)

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -42,3 +44,45 @@ def dense_scores(actor, obs, actions):
         grads = torch.autograd.grad(lp, params)
         rows.append(torch.cat([g.reshape(-1) for g in grads]))
     return torch.stack(rows)
+
+
+# -- the two wordings of messages: --flags on the command line, keywords from Python ----------
+
+_PYTHON_NAMES = {"--steps": "total_steps", "--env": "env_id"}
+
+
+def python_words(words: str) -> str:
+    """Command-line words of a message as the Python API writes them: ``--rollout-steps 200``
+    → ``rollout_steps=200``, ``--method rat`` → ``method='rat'``, ``--lr`` → ``lr``."""
+
+    def keyword(match: re.Match) -> str:
+        name = _PYTHON_NAMES.get(match[1], match[1][2:].replace("-", "_"))
+        if match[2] is None:
+            return name
+        return f"{name}={match[2]!r}" if name == "method" else f"{name}={match[2]}"
+
+    return re.sub(r"(--[a-z][a-z-]*)(?: ([\w.]+))?", keyword, words)
+
+
+class Wording:
+    """Messages in one wording; :meth:`assert_says` takes the command line's words."""
+
+    def __init__(self, command_line: bool):
+        self.command_line = command_line
+
+    def assert_says(self, message: str, words: list[str]) -> None:
+        for word in words:
+            expected = word if self.command_line else python_words(word)
+            assert expected in message, (expected, message)
+        if not self.command_line:
+            assert "--" not in message, f"a Python message names a flag: {message}"
+
+
+@pytest.fixture(params=["command line", "python"])
+def wording(request):
+    """Run the test in both wordings: as the CLI runs library code, and as Python calls it."""
+    from natpg._messages import use_wording
+
+    command_line = request.param == "command line"
+    with use_wording(command_line):
+        yield Wording(command_line)

@@ -161,8 +161,8 @@ def test_cli_bench_and_report(tmp_path, monkeypatch, capsys):
     assert main(["report", str(out), "--no-plots", "--docs", str(page)]) == 2
     assert page.read_text() == other
     assert main(["bench", "--envs", "CartPole-v1", "--methods", "nope", "--seeds", "1", "--steps", "500",
-                 "--out", str(out)]) == 0  # an unregistered method is skipped with a message
-    assert "not registered" in capsys.readouterr().err
+                 "--out", str(out)]) == 2  # an unknown method stops the sweep before it starts
+    assert "--methods nope: unknown method 'nope'" in capsys.readouterr().err
     assert main(["bench", "--out", str(out)]) == 2  # neither a suite nor envs+methods
 
 
@@ -173,6 +173,52 @@ def test_method_specs_and_labels():
     assert suites.method_label("smac:batch_size=1") == "smac@batch_size=1"
     with pytest.raises(ValueError):
         suites.parse_method_spec("smac:batch_size")
+
+
+BAD_PLANS = [
+    # (arguments that replace the good plan's, what the one line of error says)
+    (["--methods", "smak"], "--methods smak: unknown method 'smak'; did you mean smac? (available: ac-adam"),
+    (["--methods", "smac", "sb3-ppoo"], "--methods sb3-ppoo: unknown method 'sb3-ppoo'; did you mean sb3-ppo"),
+    (["--methods", "smac:dampin=0.5"], "--methods smac:dampin=0.5: smac takes no setting 'dampin'; did you mean damping"),
+    (["--methods", "smac:seed=3"], "--methods smac:seed=3: seed is set by the sweep itself (give it with --seeds)"),
+    (["--methods", "smac:batch_size"], "bad method spec 'smac:batch_size'"),
+    (["--envs", "CartPol-v1"], "--envs 'CartPol-v1': not a registered Gymnasium environment; did you mean CartPole-v1"),
+    (["--envs", "CartPole-v1", "MountainCar-v0", "--preset", "paper"],
+     "--preset 'paper' has no values for env 'MountainCar-v0' (it covers: Acrobot, CartPole, Pendulum, HalfCheetah, "
+     "Hopper, Swimmer, Walker2d, Humanoid, Pusher); preset 'natpg' (the default) covers every env, 'none' takes the "
+     "bare defaults; or leave MountainCar-v0 out of --envs"),
+    (["--preset", "papr"], "--preset 'papr': unknown preset; did you mean paper?"),
+    (["--set", "lrr=0.1"], "--set lrr: not a trainer setting nor a hyperparameter of any method in this sweep; did you mean lr?"),
+    (["--set", "total_steps=10"], "--set total_steps: total_steps is set by the sweep itself (give it with --steps)"),
+    (["--seed-start", "-1"], "--seed-start must be an integer >= 0, got -1"),
+    (["--steps", "0"], "--steps must be an integer >= 1, got 0"),
+    (["--workers", "0"], "--workers must be a positive integer, got 0"),
+]
+
+
+@pytest.mark.parametrize("bad,says", BAD_PLANS, ids=[" ".join(b) for b, _ in BAD_PLANS])
+def test_bench_checks_its_whole_plan_before_it_creates_anything(tmp_path, capsys, bad, says):
+    from natpg.cli import main
+
+    out = tmp_path / "sweep"
+    plan = {"--envs": ["CartPole-v1"], "--methods": ["smac"], "--seeds": ["1"], "--steps": ["500"]}
+    plan.update({bad[0]: bad[1:]})
+    argv = ["bench", *[word for flag, values in plan.items() for word in (flag, *values)], "--out", str(out), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("natpg bench: error: ") and err.count("\n") == 1 and says in err, err
+    assert not out.exists(), "nothing is created for a plan that cannot run"
+
+
+def test_a_preset_that_does_not_cover_an_env_is_a_clear_error_with_the_way_out(tmp_path):
+    with pytest.raises(ValueError, match=r"no values for env 'MountainCar-v0'.*'natpg' \(the default\) covers every env"):
+        sweep.run_sweep(tmp_path / "a", ["MountainCar-v0"], ["smac"], seeds=1, steps=500, preset="paper", progress=False)
+    with pytest.raises(ValueError, match=r"^envs='CartPol-v1': not a registered Gymnasium environment; did you mean CartPole-v1"):
+        sweep.run_sweep(tmp_path / "b", ["CartPol-v1"], ["smac"], seeds=1, steps=500, progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    sweep.check_plan(["MountainCar-v0"], ["smac"], [0], 500, None, {})  # the way out works
+    if sb3_missing("sb3-ppo") is None:  # SB3 baselines take no preset values: any env is fine for them
+        sweep.check_plan(["MountainCar-v0"], ["sb3-ppo"], [0], 500, "paper", {})
 
 
 def test_plan_order_seed_major_covers_every_task_first(tmp_path):

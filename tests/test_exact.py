@@ -107,7 +107,7 @@ def test_exact_cosine_through_the_trainer(tmp_path):
     rows = train(config).metrics
     assert len(rows) == 4 and all(-1.0 <= r["exact_cosine"] <= 1.0 and math.isfinite(r["exact_cosine"]) for r in rows)
     assert "exact_cosine" not in train(resolve_config("CartPole-v1", "ac-cg", total_steps=500, rollout_steps=500)).metrics[0]
-    with pytest.raises(ValueError, match="exact-damping"):
+    with pytest.raises(ValueError, match="^exact_damping must be"):
         resolve_config("CartPole-v1", "ac-cg", exact_damping=-1.0)
 
 

@@ -103,13 +103,12 @@ BAD_CONFIGS = [
 
 
 @pytest.mark.parametrize("overrides,words", BAD_CONFIGS, ids=[str(c[0]) for c in BAD_CONFIGS])
-def test_bad_config_is_a_clear_value_error_before_any_env(overrides, words, no_env_creation):
+def test_bad_config_is_a_clear_value_error_before_any_env(overrides, words, no_env_creation, wording):
     with pytest.raises(ValueError) as info:
         resolve_config("CartPole-v1", "smac", **overrides)
     message = str(info.value)
     assert "\n" not in message
-    for word in words:
-        assert word in message, (word, message)
+    wording.assert_says(message, words)
 
 
 @pytest.mark.parametrize(
@@ -122,14 +121,13 @@ def test_bad_config_is_a_clear_value_error_before_any_env(overrides, words, no_e
         ("no_such_module:Env-v0", "smac", None, ["--env", "cannot import module 'no_such_module'"]),
     ],
 )
-def test_unknown_names_suggest_close_ones(env_id, method, preset, words, no_env_creation):
+def test_unknown_names_suggest_close_ones(env_id, method, preset, words, no_env_creation, wording):
     with pytest.raises(ValueError) as info:
         resolve_config(env_id, method, preset)
-    for word in words:
-        assert word in str(info.value), (word, str(info.value))
+    wording.assert_says(str(info.value), words)
 
 
-def test_every_rule_constructor_check_runs_before_any_env(no_env_creation):
+def test_every_rule_constructor_check_runs_before_any_env(no_env_creation, wording):
     """Range checks that live in a rule's constructor (not in type hints) and relations
     between hyperparameters still come before any environment, worded with the flag."""
     cases = [
@@ -145,8 +143,7 @@ def test_every_rule_constructor_check_runs_before_any_env(no_env_creation):
             continue
         with pytest.raises(ValueError) as info:
             resolve_config("CartPole-v1", method, **overrides)
-        for word in words:
-            assert word in str(info.value), (method, word, str(info.value))
+        wording.assert_says(str(info.value), words)
 
 
 def test_defaults_and_paper_preset_of_every_rule_pass_validation(no_env_creation):
@@ -164,10 +161,10 @@ def test_validation_does_not_touch_the_global_torch_rng():
 
 
 def test_trainer_validates_a_hand_built_config(no_env_creation, tmp_path):
-    with pytest.raises(ValueError, match="--damping must be a finite positive number, got -2"):
+    with pytest.raises(ValueError, match="^damping must be a finite positive number, got -2"):
         run_training(TrainConfig(method_kwargs={"lr": 0.1, "damping": -2.0}), run_dir=tmp_path / "x")
     assert not (tmp_path / "x").exists(), "nothing is written for an invalid config"
-    with pytest.raises(ValueError, match="--gamma"):
+    with pytest.raises(ValueError, match="^gamma must be"):
         validate(TrainConfig(gamma=2.0, method_kwargs=resolve_config("CartPole-v1").method_kwargs))
 
 
@@ -245,7 +242,7 @@ def test_nonfinite_env_values_are_a_clear_error(env_name, words):
     with pytest.raises(EnvironmentFault) as info:
         natpg.train(f"test_hardening_envs:{env_name}", "smac", total_steps=400, **TINY)
     message = str(info.value)
-    assert f"env 'test_hardening_envs:{env_name}' (copy 0 of 1)" in message and "--skip-nonfinite" in message
+    assert f"env 'test_hardening_envs:{env_name}' (copy 0 of 1)" in message and "pass skip_nonfinite=True" in message
     for word in words:
         assert word in message, (word, message)
 
@@ -372,7 +369,7 @@ def test_run_directory_is_never_silently_overwritten(tmp_path):
     out = tmp_path / "run"
     natpg.train("CartPole-v1", "smac", total_steps=200, seed=0, out=out, **TINY)
     before = (out / "metrics.csv").read_text()
-    with pytest.raises(ValueError, match="already exists.*--overwrite.*--resume"):
+    with pytest.raises(ValueError, match="already exists.*pass overwrite=True to replace it, or resume=True to continue it"):
         natpg.train("CartPole-v1", "smac", total_steps=200, seed=1, out=out, **TINY)
     assert (out / "metrics.csv").read_text() == before
     natpg.train("CartPole-v1", "smac", total_steps=400, seed=1, out=out, overwrite=True, **TINY)
@@ -381,7 +378,7 @@ def test_run_directory_is_never_silently_overwritten(tmp_path):
 
 def test_overwrite_refuses_a_directory_natpg_did_not_write(tmp_path, run_cli):
     (tmp_path / "thesis.tex").write_text("precious")
-    with pytest.raises(ValueError, match="refusing to --overwrite .*thesis.tex"):
+    with pytest.raises(ValueError, match=r"refusing to overwrite .* \(overwrite=True\): .*thesis.tex.*choose another out"):
         natpg.train("CartPole-v1", "smac", total_steps=200, out=tmp_path, overwrite=True, **TINY)
     assert (tmp_path / "thesis.tex").read_text() == "precious"
     status, err = run_cli("train", "--out", str(tmp_path), "--steps", "200", "--rollout-steps", "200", "--no-progress")

@@ -145,11 +145,15 @@ def test_variant_a_random_probes():
     torch.testing.assert_close(_params(actor) - before, expected)
 
 
-def test_fisher_norm_bounds():
+def test_fisher_norms_equal_the_dense_empirical_fisher_form():
     g = torch.Generator().manual_seed(0)
     G = torch.randn(6, 20, generator=g, dtype=torch.float64)
-    n_sq = fisher_norms_sq(G @ G.T)
-    assert bool((n_sq <= (G * G).sum(1) + 1e-12).all())  # Cauchy–Schwarz: n_i <= ‖G_i‖
+    # n_i² = G_iᵀ F̂ G_i / tr F̂ with the dense empirical Fisher F̂ = Σ_k G_k G_kᵀ of the probes
+    for probes in (None, torch.tensor([1, 4, 5])):
+        T = G if probes is None else G[probes]
+        fisher = T.T @ T
+        expected = torch.einsum("id,de,ie->i", G, fisher, G) / torch.trace(fisher)
+        torch.testing.assert_close(fisher_norms_sq(G @ G.T, probes), expected, rtol=1e-12, atol=0)
     # a layer whose samples are all parallel: n_i = ‖G_i‖ exactly
     P = torch.randn(6, 1, generator=g, dtype=torch.float64) * torch.randn(1, 20, generator=g, dtype=torch.float64)
     torch.testing.assert_close(fisher_norms_sq(P @ P.T), (P * P).sum(1))

@@ -1,3 +1,6 @@
+import copy
+import math
+
 import pytest
 import torch
 
@@ -108,3 +111,54 @@ def test_rules_loaded_from_one_state_do_not_share_buffers():
     twins[0][1].update(PolicyBatch(obs, actions, adv))
     twins[1][1].update(PolicyBatch(obs, actions, adv))
     torch.testing.assert_close(flatten(list(twins[0][0].parameters())), flatten(list(twins[1][0].parameters())))
+
+
+# -- the common diagnostics, against float64 references computed another way ---------------------
+
+def _closed_form_kl_and_entropy(old, new, obs):
+    """Mean KL(π_old‖π_new) and mean entropy of π_old, written out from the networks' outputs
+    (softmax of the logits; the diagonal Gaussian's mean and log-std), not torch.distributions."""
+    with torch.no_grad():
+        if hasattr(old, "log_std"):
+            mu0, mu1 = old.net(obs), new.net(obs)
+            log_s0, log_s1 = old.log_std.value, new.log_std.value
+            var0, var1 = torch.exp(2 * log_s0), torch.exp(2 * log_s1)
+            kl = (log_s1 - log_s0 + (var0 + (mu0 - mu1) ** 2) / (2 * var1) - 0.5).sum(1)
+            entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_s0).sum().expand(len(obs))
+        else:
+            logp0, logp1 = torch.log_softmax(old.net(obs), 1), torch.log_softmax(new.net(obs), 1)
+            kl = (logp0.exp() * (logp0 - logp1)).sum(1)
+            entropy = -(logp0.exp() * logp0).sum(1)
+    return float(kl.mean()), float(entropy.mean())
+
+
+@pytest.mark.parametrize("kind", ["categorical", "gaussian"])
+@pytest.mark.parametrize("method,hyperparameters", [("smac", dict(lr=0.2, damping=0.3)), ("ac-adam", dict(lr=0.05))])
+def test_common_diagnostics_equal_float64_references(kind, method, hyperparameters):
+    """score_norm_sq, mean_score_norm_sq, grad_norm, update_norm, grad_cosine, kl, log_prob_mean
+    and entropy are the quantities their names say (not merely within their ranges)."""
+    actor = tiny_actor(kind)
+    old = copy.deepcopy(actor)
+    obs, actions, adv = tiny_batch(actor, n=11)
+    S = dense_scores(actor, obs, actions)
+    grad = S.T @ adv / len(adv)
+    with torch.no_grad():
+        log_prob = actor.distribution(obs).log_prob(actions)
+    before = flatten([p.detach() for p in actor.parameters()]).clone()
+    info = methods.make(method, actor, **hyperparameters).update(PolicyBatch(obs, actions, adv))
+    step = flatten([p.detach() for p in actor.parameters()]) - before
+    kl, entropy = _closed_form_kl_and_entropy(old, actor, obs)
+    expected = {
+        "score_norm_sq": float((S * S).sum(1).mean()),
+        "mean_score_norm_sq": float(S.mean(0) @ S.mean(0)),
+        "grad_norm": float(grad.norm()),
+        "update_norm": float(step.norm()),
+        "grad_cosine": float(step @ grad / (step.norm() * grad.norm())),
+        "kl": kl,
+        "log_prob_mean": float(log_prob.mean()),
+        "entropy": entropy,
+    }
+    assert 0.05 < abs(expected["grad_cosine"]) < 0.999, "a step that is neither orthogonal nor parallel to the gradient"
+    assert expected["kl"] > 1e-6, "a step large enough for the KL to be measured"
+    for name, value in expected.items():
+        assert info[name] == pytest.approx(value, rel=1e-9, abs=1e-12), name

@@ -3,6 +3,7 @@ smac-vec, adaptive damping and the step-size control. Math is checked against de
 float64 solves built from per-sample autograd scores (tests/conftest.py)."""
 
 import csv
+import math
 
 import pytest
 import torch
@@ -253,10 +254,11 @@ def test_cli_batch_size_and_diagnostics_in_metrics(tmp_path, method, extra):
         rows = list(csv.DictReader(f))
     assert len(rows) == 2
     for row in rows:
-        for col in DIAGNOSTICS:
-            assert col in row and row[col] != "", col
+        for col in DIAGNOSTICS:  # their values: test_methods_math.test_common_diagnostics_equal_float64_references
+            assert col in row and math.isfinite(float(row[col])), col
         assert float(row["steps"]) == (4 if extra else 1000)
-        assert float(row["kl"]) >= 0 and -1 <= float(row["grad_cosine"]) <= 1
+    # not adaptive here: every row reports the rule's default damping
+    assert {float(row["damping"]) for row in rows} == {methods.get(method).hyperparameters()["damping"]}
 
 
 def test_cli_rejects_batch_size_above_rollout(capsys):

@@ -124,7 +124,7 @@ def test_none_is_an_explicit_override():
 
     config = resolve_config("CartPole-v1", "smac", "paper", batch_size=None, max_episode_steps=None)
     assert config.method_kwargs["batch_size"] is None and config.max_episode_steps is None
-    with pytest.raises(ValueError, match="--steps"):
+    with pytest.raises(ValueError, match="^total_steps must be an integer"):
         resolve_config("CartPole-v1", "smac", total_steps=None)
 
 
@@ -147,4 +147,4 @@ def test_cli_says_when_a_preset_does_not_cover_the_method(tmp_path):
 def test_steps_not_a_multiple_of_the_rollout_round_up_to_whole_rollouts(tmp_path, capsys):
     result = natpg.train("CartPole-v1", method="smac", total_steps=2500, seed=0, rollout_steps=1000, out=tmp_path)
     assert result.summary["steps"] == 3000 and len(result.metrics) == 3
-    assert "--steps 2500 is not a multiple of --rollout-steps 1000; training 3000 steps" in capsys.readouterr().err
+    assert "total_steps=2500 is not a multiple of rollout_steps=1000; training 3000 steps" in capsys.readouterr().err

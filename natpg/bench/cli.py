@@ -82,6 +82,8 @@ def bench_main(args: argparse.Namespace) -> int:
     n_seeds = args.seeds if args.seeds is not None else (suite.seeds if suite else 3)
     if n_seeds < 1:
         raise ValueError(f"--seeds must be a positive integer, got {n_seeds}")
+    if args.seed_start < 0:
+        raise ValueError(f"--seed-start must be an integer >= 0, got {args.seed_start}")
     seeds = range(args.seed_start, args.seed_start + n_seeds)
     preset = args.preset if args.preset is not None else (suite.preset if suite else None)
     result = run_sweep(

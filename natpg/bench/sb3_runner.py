@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import inspect
 import math
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ from natpg.runlog import atomic_write_json, package_versions
 if TYPE_CHECKING:
     from natpg.bench.sweep import RunSpec
 
-__all__ = ["SB3_ALGORITHMS", "sb3_missing", "train_sb3"]
+__all__ = ["SB3_ALGORITHMS", "sb3_missing", "sb3_hyperparameters", "train_sb3"]
 
 #: method name → (module, class)
 SB3_ALGORITHMS = {
@@ -54,6 +55,15 @@ def sb3_missing(method: str) -> str | None:
     except ImportError:
         return f"{method} needs {module.replace('_', '-')}: pip install 'natpg[sb3]'"
     return None
+
+
+def sb3_hyperparameters(method: str) -> list[str]:
+    """The keyword arguments a method spec may set for an installed SB3 baseline (its
+    algorithm's constructor arguments, bar those the harness sets itself)."""
+    module, cls_name = SB3_ALGORITHMS[method]
+    algo_cls = getattr(importlib.import_module(module), cls_name)
+    set_by_harness = {"self", "policy", "env", "seed", "device", "verbose", "_init_setup_model"}
+    return sorted(set(inspect.signature(algo_cls.__init__).parameters) - set_by_harness)
 
 
 def _horizon(env_id: str, preset: str | None) -> int | None:

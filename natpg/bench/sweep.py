@@ -34,10 +34,11 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from natpg._messages import did_you_mean, phrase, setting_name, setting_value, use_wording
 from natpg.bench.suites import SB3_METHODS, Suite, default_steps, method_label, parse_method_spec
 from natpg.runlog import atomic_write_json, cpu_model, source_revision
 
-__all__ = ["RunSpec", "RunOutcome", "plan_runs", "run_status", "execute_run", "run_sweep", "machine_info"]
+__all__ = ["RunSpec", "RunOutcome", "plan_runs", "check_plan", "run_status", "execute_run", "run_sweep", "machine_info"]
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def plan_runs(
     method at the first seed before any second seed, so a sweep cut short still covers every
     task; ``order="env"`` finishes one env (all methods and seeds) before the next."""
     if order not in ("seed", "env"):
-        raise ValueError(f"--order must be seed or env, got {order!r}")
+        raise ValueError(f"{setting_name('order')} must be seed or env, got {order!r}")
     envs, method_specs, seeds = list(envs), list(method_specs), [int(s) for s in seeds]
     extra = tuple(sorted((overrides or {}).items()))
 
@@ -123,22 +124,106 @@ def plan_runs(
     return [RunSpec(e, m, s, int(budget(e)), preset, str(run_dir_for(out, e, m, s)), extra) for e, m, s in keys]
 
 
-def unavailable_methods(method_specs: Iterable[str]) -> dict[str, str]:
-    """Method specs that cannot run in this installation → why (unregistered, SB3 missing)."""
+#: Settings the sweep gives every natpg run from its own arguments: a method spec or ``--set``
+#: may not give them (→ the argument that does, None: every run uses one torch thread).
+_SET_BY_THE_SWEEP = {"env_id": "envs", "method": "method_specs", "preset": "preset", "seed": "seeds",
+                     "total_steps": "steps", "torch_threads": None}
+
+
+def _refuse_sweep_setting(key: str, where: str) -> None:
+    if key in _SET_BY_THE_SWEEP:
+        source = _SET_BY_THE_SWEEP[key]
+        how = f"give it with {setting_name(source)}" if source else "every run uses one torch thread"
+        raise ValueError(f"{where}: {key} is set by the sweep itself ({how})")
+
+
+def _check_method_spec(spec: str) -> str | None:
+    """The natpg method of a spec (None for an SB3 baseline), once its name and the names of
+    its settings are known to exist here."""
     from natpg import methods
+    from natpg.bench.sb3_runner import sb3_hyperparameters, sb3_missing
+    from natpg.config import trainer_field_names
 
-    missing = {}
-    for spec in method_specs:
-        name, _ = parse_method_spec(spec)
-        if name in SB3_METHODS:
-            from natpg.bench.sb3_runner import sb3_missing
+    name, spec_overrides = parse_method_spec(spec)
+    shown = setting_value("method_specs", spec)
+    if name in SB3_METHODS:
+        why = sb3_missing(name)
+        if why:
+            raise ValueError(f"{shown}: {why}")
+        own, extra = sb3_hyperparameters(name), set()
+    elif name in methods.available():
+        own, extra = sorted(methods.get(name).hyperparameters()), trainer_field_names() - set(_SET_BY_THE_SWEEP)
+    else:
+        known = methods.available() + list(SB3_METHODS)
+        raise ValueError(f"{shown}: unknown method {name!r}{did_you_mean(name, known)} (available: {', '.join(known)})")
+    for key in spec_overrides:
+        _refuse_sweep_setting(key, shown)
+        if key not in own and key not in extra:
+            also = "; trainer settings such as rollout_steps are accepted too" if extra else ""
+            raise ValueError(
+                f"{shown}: {name} takes no setting {key!r}{did_you_mean(key, [*own, *extra])} "
+                f"(its hyperparameters: {', '.join(own)}{also})"
+            )
+    return None if name in SB3_METHODS else name
 
-            why = sb3_missing(name)
-            if why:
-                missing[spec] = why
-        elif name not in methods.available():
-            missing[spec] = f"method {name!r} is not registered in this natpg (available: {', '.join(methods.available())})"
-    return missing
+
+def _check_overrides(overrides: dict[str, Any], natpg_methods: list[str]) -> None:
+    """Every ``--set`` key must be a trainer setting or a hyperparameter of some method in the sweep."""
+    from natpg import methods
+    from natpg.config import trainer_field_names
+
+    known = set(trainer_field_names()) - set(_SET_BY_THE_SWEEP)
+    for name in natpg_methods:
+        known |= set(methods.get(name).hyperparameters())
+    for key in overrides:
+        _refuse_sweep_setting(key, f"{setting_name('overrides')} {key}")
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        hints = "".join(did_you_mean(key, sorted(known)) for key in unknown)
+        raise ValueError(
+            f"{setting_name('overrides')} {', '.join(unknown)}: not a trainer setting nor a hyperparameter of any method "
+            f"in this sweep{hints}"
+        )
+
+
+def check_plan(
+    envs: list[str],
+    method_specs: list[str],
+    seeds: list[int],
+    steps: int | dict[str, int] | None,
+    preset: str | None,
+    overrides: dict[str, Any],
+) -> None:
+    """Refuse, in one line that names the fix, a sweep that cannot run as asked: an unknown env
+    or method (with a did-you-mean), a method whose package is missing, a setting in a method
+    spec or ``--set`` that nothing takes, an env the preset has no values for, a bad seed or
+    budget. Creates nothing; the values of hyperparameters are the runs' own to check (a run
+    that refuses them fails alone and the sweep goes on)."""
+    from natpg.config import Range
+    from natpg.envs import check_env_id
+    from natpg.presets import NO_PRESET, PRESETS, preset_values
+
+    if not envs or not method_specs:
+        raise ValueError(f"a sweep needs at least one env and one method ({setting_name('envs')}, {setting_name('method_specs')})")
+    for env_id in envs:
+        check_env_id(env_id, setting="envs")
+    natpg_methods = [name for name in map(_check_method_spec, method_specs) if name is not None]
+    _check_overrides(overrides, natpg_methods)
+    if preset is not None and preset.lower() != NO_PRESET and natpg_methods:
+        for env_id in envs:
+            try:
+                preset_values(preset, env_id, natpg_methods[0])
+            except ValueError as exc:
+                if preset not in PRESETS:
+                    raise
+                raise ValueError(f"{exc}; or leave {env_id} out of {setting_name('envs')}") from None
+    seed_range = Range("int", 0, 2**32 - 1)
+    for seed in seeds:
+        if not seed_range.accepts(seed):
+            raise ValueError(f"{setting_name('seeds')}: every seed must be {seed_range.describe()}, got {seed!r}")
+    budgets = steps.values() if isinstance(steps, dict) else [] if steps is None else [steps]
+    for budget in budgets:
+        Range("int", 1).check(setting_name("steps"), budget)
 
 
 def machine_info() -> dict[str, Any]:
@@ -218,7 +303,13 @@ def _train_natpg(spec: RunSpec, run_dir: Path) -> tuple[dict[str, Any], bool]:
 
 
 def execute_run(spec: RunSpec) -> RunOutcome:
-    """Train one run into its directory; never raises (a failure becomes error.json)."""
+    """Train one run into its directory; never raises (a failure becomes error.json). Its
+    messages name settings as a method spec and ``--set`` do: ``damping``, not ``--damping``."""
+    with use_wording(command_line=False):
+        return _execute_run(spec)
+
+
+def _execute_run(spec: RunSpec) -> RunOutcome:
     import torch
 
     torch.set_num_threads(1)
@@ -325,27 +416,11 @@ def _crashed(spec: RunSpec, exc: BaseException) -> RunOutcome:
 # ----------------------------------------------------------------------------- the sweep
 
 
-def _check_overrides(overrides: dict[str, Any], method_specs: list[str]) -> None:
-    """Every ``--set`` key must be a trainer setting or a hyperparameter of some method in the sweep."""
-    from natpg import methods
-    from natpg.config import trainer_field_names
-
-    known = set(trainer_field_names())
-    for spec in method_specs:
-        name = parse_method_spec(spec)[0]
-        if name in methods.available():
-            known |= set(methods.get(name).hyperparameters())
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"--set {', '.join(unknown)}: not a trainer setting nor a hyperparameter of any method in this sweep")
-
-
 @dataclass
 class SweepResult:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
-    unavailable: dict[str, str] = field(default_factory=dict)
     conflicts: dict[str, int] = field(default_factory=dict)  # finished with another budget
     wall_time: float = 0.0
 
@@ -390,22 +465,22 @@ def run_sweep(
     from tqdm.auto import tqdm
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     envs, method_specs = list(envs), list(method_specs)
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if workers is None:
         workers = os.cpu_count() or 1
-    if workers < 1:
-        raise ValueError(f"--workers must be a positive integer, got {workers}")
-    for spec in method_specs:
-        parse_method_spec(spec)  # fail early on a malformed spec
-    _check_overrides(overrides or {}, method_specs)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"{setting_name('workers')} must be a positive integer, got {workers!r}")
+    if backend not in ("local", "ray"):
+        raise ValueError(f"{setting_name('backend')} must be local or ray, got {backend!r}")
+    if order not in ("seed", "env"):
+        raise ValueError(f"{setting_name('order')} must be seed or env, got {order!r}")
+    if not seed_list:
+        raise ValueError(f"{setting_name('seeds')}: a sweep needs at least one seed")
+    check_plan(envs, method_specs, seed_list, steps, preset, overrides or {})  # before anything is created
+    out.mkdir(parents=True, exist_ok=True)
     result = SweepResult()
-    result.unavailable = unavailable_methods(method_specs)
-    for spec, why in result.unavailable.items():
-        log(f"natpg bench: skipping {spec}: {why}")
-    runnable = [m for m in method_specs if m not in result.unavailable]
-    runs = plan_runs(out, envs, runnable, seed_list, steps if steps is not None else (suite.steps_for if suite else None), preset, overrides, order)
+    runs = plan_runs(out, envs, method_specs, seed_list, steps if steps is not None else (suite.steps_for if suite else None), preset, overrides, order)
 
     pending = []
     for spec in runs:
@@ -422,7 +497,7 @@ def run_sweep(
     if result.conflicts:
         log(f"natpg bench: {len(result.conflicts)} finished run(s) in {out} had another budget than this sweep asks for "
             f"(e.g. {next(iter(result.conflicts))}: {next(iter(result.conflicts.values()))} steps); they are kept and "
-            "not rerun: use another --out, or delete them to redo them")
+            f"not rerun: use another {setting_name('out')}, or delete them to redo them")
 
     started = _dt.datetime.now(_dt.timezone.utc)
     _record_invocation(out, {
@@ -433,7 +508,7 @@ def run_sweep(
         "steps": {e: (steps if isinstance(steps, int) else (steps or {}).get(e)) if steps is not None
                   else (suite.steps_for(e) if suite else default_steps(e)) for e in envs},
         "preset": preset, "overrides": overrides or {}, "backend": backend, "workers": workers, "order": order,
-        "unavailable": result.unavailable, "machine": machine_info(),
+        "machine": machine_info(),
         "runs_planned": len(runs), "runs_pending": len(pending),
     })
     log(f"natpg bench: {len(runs)} runs planned, {len(result.skipped)} already finished, {len(pending)} to run "
@@ -471,12 +546,10 @@ def run_sweep(
                     on_done(execute_run(spec), spec)
             else:
                 _local_backend(pending, workers, on_done)
-        elif backend == "ray":
+        else:  # "ray", checked above
             from natpg.bench.ray_backend import ray_backend
 
             ray_backend(pending, workers, ray_address, on_done)
-        else:
-            raise ValueError(f"--backend must be local or ray, got {backend!r}")
     finally:
         bar.close()
     result.wall_time = time.perf_counter() - start

@@ -33,16 +33,81 @@ from natpg.policies import Actor
 from natpg.methods import trust_region
 from natpg.scores import ScoreBatch, compute_scores, damped_natural_gradient, detached, flatten, trainable_parameters
 
-__all__ = ["PolicyBatch", "UpdateRule", "PreconditionedRule", "cosine"]
+__all__ = ["PolicyBatch", "UpdateRule", "PreconditionedRule", "cosine", "check_policy_inputs", "check_actions_fit"]
+
+
+def _describe(name: str, value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"{name} of shape {tuple(value.shape)} and dtype {str(value.dtype).removeprefix('torch.')}"
+    return f"{name} of type {type(value).__name__}"
+
+
+def check_policy_inputs(obs: Tensor, actions: Tensor, advantages: Tensor | None = None) -> None:
+    """The shapes and dtypes every actor update needs, or a ValueError naming the expected ones:
+    ``obs`` (B, obs_dim) floating, ``actions`` B rows ((B,) integer for a discrete actor,
+    (B, act_dim) floating for a continuous one: :func:`check_actions_fit` checks that against
+    the actor), ``advantages`` (B,) floating."""
+    for name, value in (("obs", obs), ("actions", actions), ("advantages", advantages)):
+        if value is not None and not isinstance(value, Tensor):
+            raise ValueError(f"{_describe(name, value)}: expected a torch.Tensor (torch.as_tensor converts arrays)")
+    if obs.dim() != 2 or not obs.is_floating_point():
+        raise ValueError(f"{_describe('obs', obs)}: expected a floating (B, obs_dim) tensor, one row per sample")
+    n = obs.shape[0]
+    if actions.dim() not in (1, 2) or actions.shape[0] != n:
+        raise ValueError(
+            f"{_describe('actions', actions)} do not match obs of {n} rows: expected ({n},) integer actions for a "
+            f"discrete actor or ({n}, act_dim) floating actions for a continuous one"
+        )
+    if advantages is not None and (advantages.dim() != 1 or advantages.shape[0] != n or not advantages.is_floating_point()):
+        raise ValueError(f"{_describe('advantages', advantages)} do not match obs of {n} rows: expected a floating ({n},) tensor")
+
+
+def check_actions_fit(actor: Actor, obs: Tensor, actions: Tensor) -> None:
+    """``actor.distribution(obs).log_prob(actions)`` must give one log-probability per sample.
+
+    A discrete actor given (B, 1) actions would broadcast them into a B×B matrix of
+    log-probabilities and silently compute a wrong update; refuse that, naming the shape the
+    actor takes. Costs one forward pass on the first two samples.
+    """
+    probe = min(len(obs), 2)
+    n = len(obs)
+    with torch.no_grad():
+        try:
+            dist = actor.distribution(obs[:probe])
+        except (RuntimeError, ValueError) as exc:
+            raise ValueError(f"actor.distribution(obs) fails on {_describe('obs', obs)}: {str(exc).splitlines()[0]}") from None
+        expected = (n, *dist.event_shape)
+        discrete = bool(getattr(dist.support, "is_discrete", False))
+        fits = tuple(actions.shape) == expected and not (discrete and actions.is_floating_point())
+        if fits:
+            try:
+                fits = tuple(dist.log_prob(actions[:probe]).shape) == (probe,)
+            except (RuntimeError, ValueError):
+                fits = False
+    if fits:
+        return
+    if discrete:
+        fix = "actions" + (".reshape(-1)" if tuple(actions.shape) != expected else "") + (".long()" if actions.is_floating_point() else "")
+        takes = f"integer actions of shape {expected}" + (f" ({fix})" if actions.numel() == n else ", one action index per sample")
+    else:
+        takes = f"floating actions of shape {expected}, one row of {', '.join(map(str, dist.event_shape)) or 1} per sample"
+    raise ValueError(
+        f"{_describe('actions', actions)} do not fit this actor: actor.distribution(obs).log_prob(actions) must have "
+        f"shape ({n},), and this actor takes {takes}"
+    )
 
 
 @dataclass
 class PolicyBatch:
-    """What an actor update consumes: policy inputs, actions taken and their advantages."""
+    """What an actor update consumes: policy inputs, actions taken and their advantages.
+    Shapes and dtypes are checked on construction (:func:`check_policy_inputs`)."""
 
-    obs: Tensor  # (B, obs_dim), already normalised: exactly what the actor sees
-    actions: Tensor  # (B,) for discrete, (B, act_dim) for continuous
-    advantages: Tensor  # (B,)
+    obs: Tensor  # (B, obs_dim) floating, already normalised: exactly what the actor sees
+    actions: Tensor  # (B,) integer for discrete, (B, act_dim) floating for continuous
+    advantages: Tensor  # (B,) floating
+
+    def __post_init__(self) -> None:
+        check_policy_inputs(self.obs, self.actions, self.advantages)
 
     def __len__(self) -> int:
         return self.obs.shape[0]
@@ -129,6 +194,7 @@ class UpdateRule(ABC):
         ``update_norm``, ``grad_cosine`` (cosine between the applied step and the plain
         gradient), ``kl`` (realised KL(π_old‖π_new) on the batch), ``log_prob_mean`` and
         ``entropy`` at the old parameters."""
+        check_actions_fit(self.actor, batch.obs, batch.actions)
         if not diagnostics:
             return self._apply(batch)
         old = flatten([p.detach() for p in self.params]).clone()
@@ -195,6 +261,8 @@ class PreconditionedRule(UpdateRule):
     def precondition_grads(self, obs: Tensor, actions: Tensor, advantages: Tensor | None = None) -> dict[str, float]:
         """Rewrite ``p.grad`` (the gradient of a loss to *minimise*) in place with the
         preconditioned direction, for use in any training loop."""
+        check_policy_inputs(obs, actions, advantages)
+        check_actions_fit(self.actor, obs, actions)
         scores, _, _ = compute_scores(self.actor, obs, actions)
         grad = -flatten([p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params])
         direction, info = self.direction(scores, advantages, grad)

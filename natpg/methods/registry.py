@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import TYPE_CHECKING, Any
+
+from natpg._messages import did_you_mean
 
 if TYPE_CHECKING:
     from natpg.methods.base import UpdateRule
@@ -28,9 +29,7 @@ def get(name: str) -> type["UpdateRule"]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown method {name!r}{hint} (available: {', '.join(available())})") from None
+        raise ValueError(f"unknown method {name!r}{did_you_mean(name, _REGISTRY)} (available: {', '.join(available())})") from None
 
 
 def build(cls: type["UpdateRule"], actor, **hyperparameters: Any) -> "UpdateRule":
@@ -58,5 +57,6 @@ def make(name: str, actor, **hyperparameters: Any) -> "UpdateRule":
     accepted = cls.hyperparameters()
     unknown = sorted(set(hyperparameters) - set(accepted))
     if unknown:
-        raise ValueError(f"method {name!r} does not take {', '.join(unknown)} (it takes: {', '.join(sorted(accepted))})")
+        hints = "".join(did_you_mean(word, accepted) for word in unknown)
+        raise ValueError(f"method {name!r} does not take {', '.join(unknown)}{hints} (it takes: {', '.join(sorted(accepted))})")
     return build(cls, actor, **hyperparameters)
