@@ -50,7 +50,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out", type=Path, required=True, help="sweep directory")
     b.add_argument("--backend", choices=("local", "ray"), default="local")
     b.add_argument("--ray-address", default=None, help="Ray cluster address (e.g. auto after `ray start --head`)")
-    b.add_argument("--preset", default="paper", help="hyperparameter preset (default: paper; 'none' for defaults)")
+    b.add_argument("--preset", default=None,
+                   help="hyperparameter preset, or 'none' for natpg's defaults and the env's own horizon "
+                   "(default: the suite's preset, else paper)")
     b.add_argument("--set", dest="overrides", type=_parse_override, action="append", default=[],
                    help="KEY=VALUE override for every natpg run: a trainer setting, or a method hyperparameter "
                    "(applied to the methods that take it); repeatable")
@@ -82,7 +84,10 @@ def bench_main(args: argparse.Namespace) -> int:
     if n_seeds < 1:
         raise ValueError(f"--seeds must be a positive integer, got {n_seeds}")
     seeds = range(args.seed_start, args.seed_start + n_seeds)
-    preset = None if str(args.preset).lower() == "none" else args.preset
+    if args.preset is None:
+        preset = suite.preset if suite else "paper"
+    else:
+        preset = None if str(args.preset).lower() == "none" else args.preset
     result = run_sweep(
         args.out, envs, methods, seeds=seeds, steps=args.steps, workers=args.workers, backend=args.backend,
         ray_address=args.ray_address, preset=preset, overrides=dict(args.overrides), skip_failed=args.skip_failed, order=args.order,
