@@ -1,19 +1,28 @@
 """Reference baselines inside the harness: Stable-Baselines3 PPO and A2C, sb3-contrib TRPO.
 
-Each runs with its library defaults (``MlpPolicy``, the algorithm's default hyperparameters,
-CPU, one torch thread) on the same Gymnasium id, the same horizon (the preset's
-``max_episode_steps``: 1000 for the paper's tasks), the same number of environment steps and
-the same seed as natpg's runs, and writes the same run-directory files:
+``sb3-ppo``, ``sb3-a2c`` and ``sb3-trpo`` run with their library defaults (``MlpPolicy``, the
+algorithm's default hyperparameters). ``sb3-ppo-zoo`` and ``sb3-trpo-zoo`` run PPO and TRPO
+with RL Baselines3 Zoo's tuned per-task hyperparameters (:mod:`natpg.bench.zoo_hyperparams`):
+``VecNormalize`` over ``n_envs`` copies of the env in a ``DummyVecEnv``, the zoo's policy and
+algorithm settings. All run on CPU with one torch thread, on the same Gymnasium id, the same
+horizon (the preset's ``max_episode_steps``: 1000 for the paper's tasks; the env's own without
+a preset), the same number of environment steps (summed over the ``n_envs`` copies) and the
+same seed as natpg's runs, and write the same run-directory files:
 
-* ``config.json``: env, method, seed, steps, horizon, the algorithm's hyperparameters, versions;
+* ``config.json``: env, method, seed, steps, horizon, the algorithm's hyperparameters, versions,
+  and for the zoo rows the zoo entry used, as transcribed and as resolved (``zoo``);
 * ``metrics.csv``: one row per rollout (timesteps, wall_time, update_time, steps_per_second,
   episode_return_mean/episode_length_mean over the last 20 episodes, episodes,
   log_prob_mean = mean log-probability of the actions taken in the rollout);
 * ``summary.json``: ``final_return`` computed by :func:`natpg.trainer.final_return` (mean
   return of the episodes that ended in the last 10% of the steps), steps/s, update time.
 
-SB3 rounds the budget up to whole rollouts (PPO: 2048 steps), so ``steps`` may exceed the
-budget by less than one rollout. Interrupted SB3 runs restart from scratch.
+Returns are the environment's own: each copy of the env is recorded below ``VecNormalize``,
+so the normalised reward the zoo rows learn from never reaches the metrics.
+
+SB3 rounds the budget up to whole rollouts of ``n_steps × n_envs`` steps (PPO's default:
+2048), so ``steps`` may exceed the budget by less than one rollout. Interrupted SB3 runs
+restart from scratch.
 """
 
 from __future__ import annotations
@@ -23,9 +32,11 @@ import importlib
 import inspect
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import gymnasium as gym
 import numpy as np
 
 from natpg.runlog import atomic_write_json, package_versions
@@ -33,14 +44,18 @@ from natpg.runlog import atomic_write_json, package_versions
 if TYPE_CHECKING:
     from natpg.bench.sweep import RunSpec
 
-__all__ = ["SB3_ALGORITHMS", "sb3_missing", "sb3_hyperparameters", "train_sb3"]
+__all__ = ["SB3_ALGORITHMS", "ZOO_ALGORITHMS", "EpisodeLog", "make_vec_env", "sb3_missing", "sb3_hyperparameters", "train_sb3"]
 
 #: method name → (module, class)
 SB3_ALGORITHMS = {
     "sb3-ppo": ("stable_baselines3", "PPO"),
     "sb3-a2c": ("stable_baselines3", "A2C"),
     "sb3-trpo": ("sb3_contrib", "TRPO"),
+    "sb3-ppo-zoo": ("stable_baselines3", "PPO"),
+    "sb3-trpo-zoo": ("sb3_contrib", "TRPO"),
 }
+#: the rows with RL Zoo hyperparameters → the zoo's name of the algorithm (its hyperparams/ALGO.yml)
+ZOO_ALGORITHMS = {"sb3-ppo-zoo": "ppo", "sb3-trpo-zoo": "trpo"}
 RETURN_WINDOW = 20
 LOG_EVERY = 1000  # at most one metrics row per this many steps
 
@@ -78,8 +93,71 @@ def _horizon(env_id: str, preset: str | None) -> int | None:
     return shared.get("max_episode_steps")
 
 
+@dataclass
+class EpisodeLog:
+    """Environment steps taken by all copies of the env together, and every finished episode
+    as (steps at its end, return, length): the input of :func:`natpg.trainer.final_return`."""
+
+    steps: int = 0
+    episodes: list[tuple[int, float, int]] = field(default_factory=list)
+
+
+class _Recorder(gym.Wrapper):
+    """Counts steps into an :class:`EpisodeLog` and records each episode's return as the env gives it."""
+
+    def __init__(self, env: gym.Env, log: EpisodeLog):
+        super().__init__(env)
+        self.log = log
+        self._ret, self._len = 0.0, 0
+
+    def reset(self, **kwargs):
+        self._ret, self._len = 0.0, 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.log.steps += 1
+        self._ret += float(reward)
+        self._len += 1
+        if terminated or truncated:
+            self.log.episodes.append((self.log.steps, self._ret, self._len))
+        return obs, reward, terminated, truncated, info
+
+
+def make_vec_env(env_name: str, horizon: int | None, log: EpisodeLog, n_envs: int = 1,
+                 vec_normalize: dict[str, Any] | None = None):
+    """``n_envs`` recorded copies of ``env_name`` in a ``DummyVecEnv``, wrapped in
+    ``VecNormalize(**vec_normalize)`` when that is given. The recorder sits below VecNormalize,
+    so ``log`` holds the unnormalised returns."""
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    def make_env():
+        kwargs = {"max_episode_steps": horizon} if horizon else {}
+        return Monitor(_Recorder(gym.make(env_name, **kwargs), log))
+
+    env = DummyVecEnv([make_env] * n_envs)
+    return VecNormalize(env, **vec_normalize) if vec_normalize is not None else env
+
+
+def _zoo_settings(name: str, env_id: str) -> tuple[dict[str, Any], int, dict[str, Any] | None, dict[str, Any] | None]:
+    """(algorithm kwargs, n_envs, VecNormalize kwargs, record for config.json) of a method row;
+    the library defaults (no kwargs, one env, no VecNormalize) for the non-zoo rows."""
+    if name not in ZOO_ALGORITHMS:
+        return {}, 1, None, None
+    from natpg.bench.zoo_hyperparams import ZOO_SOURCE, ZOO_VERSION, resolve_zoo, zoo_entry
+
+    algo = ZOO_ALGORITHMS[name]
+    entry = zoo_entry(algo, env_id)
+    kwargs, n_envs, vec_normalize = resolve_zoo(entry)
+    record = {
+        "source": ZOO_SOURCE.format(algo=algo), "version": ZOO_VERSION, "entry": entry.pop("entry"),
+        "hyperparameters": entry, "n_envs": n_envs, "vec_normalize": vec_normalize,
+    }
+    return kwargs, n_envs, vec_normalize, record
+
+
 def train_sb3(spec: "RunSpec", run_dir: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    import gymnasium as gym
     import torch
 
     from natpg.bench.suites import parse_method_spec
@@ -94,40 +172,17 @@ def train_sb3(spec: "RunSpec", run_dir: Path, overrides: dict[str, Any] | None =
     module, cls_name = SB3_ALGORITHMS[name]
     algo_cls = getattr(importlib.import_module(module), cls_name)
     from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.monitor import Monitor
 
     torch.set_num_threads(1)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     horizon = _horizon(spec.env_id, spec.preset)
     env_name = check_env_id(spec.env_id)
-    episodes: list[tuple[int, float, int]] = []
-    counter = {"steps": 0}
-
-    class Recorder(gym.Wrapper):
-        """Counts steps and records (timestep at end, return, length) of every finished episode."""
-
-        def reset(self, **kwargs):
-            self._ret, self._len = 0.0, 0
-            return self.env.reset(**kwargs)
-
-        def step(self, action):
-            obs, reward, terminated, truncated, info = self.env.step(action)
-            counter["steps"] += 1
-            self._ret += float(reward)
-            self._len += 1
-            if terminated or truncated:
-                episodes.append((counter["steps"], self._ret, self._len))
-            return obs, reward, terminated, truncated, info
-
-    def make_env():
-        kwargs = {"max_episode_steps": horizon} if horizon else {}
-        return Monitor(Recorder(gym.make(env_name, **kwargs)))
-
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
-    env = DummyVecEnv([make_env])
-    model = algo_cls("MlpPolicy", env, seed=spec.seed, device="cpu", verbose=0, **hp)
+    algo_kwargs, n_envs, vec_normalize, zoo = _zoo_settings(name, spec.env_id)
+    log = EpisodeLog()
+    episodes = log.episodes
+    env = make_vec_env(env_name, horizon, log, n_envs, vec_normalize)
+    model = algo_cls("MlpPolicy", env, seed=spec.seed, device="cpu", verbose=0, **{**algo_kwargs, **hp})
 
     keys = ("learning_rate", "n_steps", "batch_size", "n_epochs", "gamma", "gae_lambda", "clip_range", "ent_coef",
             "vf_coef", "max_grad_norm", "target_kl", "cg_max_steps", "cg_damping", "line_search_shrinking_factor",
@@ -145,9 +200,10 @@ def train_sb3(spec: "RunSpec", run_dir: Path, overrides: dict[str, Any] | None =
             pass
     atomic_write_json(run_dir / "config.json", {
         "env_id": spec.env_id, "method": spec.method_spec, "seed": spec.seed, "total_steps": spec.total_steps,
-        "max_episode_steps": horizon, "preset": spec.preset, "library": f"{module}.{cls_name}",
+        "max_episode_steps": horizon or gym.spec(env_name).max_episode_steps, "preset": spec.preset, "library": f"{module}.{cls_name}",
         "policy": "MlpPolicy", "policy_kwargs": repr(model.policy_kwargs), "hyperparameters": algo_hp,
-        "overrides": hp, "versions": versions,
+        "n_envs": n_envs, "vec_normalize": vec_normalize, "overrides": hp, "versions": versions,
+        **({"zoo": zoo} if zoo is not None else {}),
     })
 
     start = time.perf_counter()

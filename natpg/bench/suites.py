@@ -10,6 +10,10 @@ Budgets (the paper states none; these are ours, and they are written in docs/res
 * Classic control (CartPole, Acrobot, Pendulum): 500,000 steps (500 updates). At 200k steps
   SMAC on CartPole reaches ~700 of 1,000 (README); 500k gives 2.5 times that, costs about a
   third of a MuJoCo run, and keeps the nine-task suite inside a day on two cores.
+
+A suite's ``preset`` is the hyperparameter preset its natpg runs resolve (``natpg bench
+--suite`` uses it unless ``--preset`` is given); ``None`` is natpg's default recipe (preset
+``natpg``) and the env's own horizon, for natpg rules and SB3 rows alike.
 """
 
 from __future__ import annotations
@@ -21,19 +25,30 @@ from typing import Any
 from natpg.presets import PAPER_ENVS
 
 __all__ = [
-    "Suite", "SUITES", "PAPER_METHODS", "SB3_METHODS", "CLASSIC_CONTROL", "MUJOCO",
+    "Suite", "SUITES", "PAPER_METHODS", "SB3_METHODS", "SB3_ZOO_METHODS", "MUJOCO_FIELD_METHODS",
+    "CLASSIC_CONTROL", "MUJOCO", "MUJOCO_STANDARD",
     "parse_method_spec", "method_label", "default_steps", "get_suite", "registered_methods",
 ]
 
 CLASSIC_CONTROL = ("CartPole-v1", "Acrobot-v1", "Pendulum-v1")
 MUJOCO = ("HalfCheetah-v5", "Hopper-v5", "Swimmer-v5", "Walker2d-v5", "Humanoid-v5", "Pusher-v5")
+#: The six tasks every published MuJoCo 1M-step table reports (issue 14); Ant in place of Pusher.
+MUJOCO_STANDARD = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Swimmer-v5", "Ant-v5", "Humanoid-v5")
 MUJOCO_STEPS = 1_000_000
 CLASSIC_STEPS = 500_000
 
 #: The paper's Table 1 methods plus the step-size control (AC-SGD at SMAC's η/λ).
 PAPER_METHODS = ("ac-sgd", "ac-adam", "ac-cg", "smac", "ac-sgd-matched")
-#: Reference baselines from Stable-Baselines3 / sb3-contrib, with their library defaults.
-SB3_METHODS = ("sb3-ppo", "sb3-a2c", "sb3-trpo")
+#: Stable-Baselines3 / sb3-contrib PPO and TRPO with RL Baselines3 Zoo's tuned MuJoCo hyperparameters.
+SB3_ZOO_METHODS = ("sb3-ppo-zoo", "sb3-trpo-zoo")
+#: Reference baselines from Stable-Baselines3 / sb3-contrib: library defaults, then the zoo's.
+SB3_METHODS = ("sb3-ppo", "sb3-a2c", "sb3-trpo", *SB3_ZOO_METHODS)
+#: natpg's rules at their defaults against the strongest public SB3 configurations (issue 14).
+#: ``ac-sgd`` is the plain gradient under the same trust region (the step-size control).
+MUJOCO_FIELD_METHODS = (
+    "trpo", "kfac", "rat", "smac", "isopo-ntk", "ef-exact", "ac-sgd", "ac-adam",
+    *SB3_ZOO_METHODS, "sb3-ppo", "sb3-trpo",
+)
 
 
 def default_steps(env_id: str) -> int:
@@ -126,13 +141,25 @@ SUITES: dict[str, Suite] = {
         ("sb3-ppo", "sb3-trpo"),
         seeds=5,
     ),
+    "mujoco": Suite(
+        "mujoco",
+        "natpg's rules at their own defaults (trpo, kfac, rat, smac, isopo-ntk, ef-exact, ac-sgd, ac-adam) against "
+        "SB3 PPO and sb3-contrib TRPO with RL Zoo's tuned hyperparameters (and with library defaults) on HalfCheetah, "
+        "Hopper, Walker2d, Swimmer, Ant and Humanoid, the env's own horizon (1000), 1M steps",
+        MUJOCO_STANDARD,
+        MUJOCO_FIELD_METHODS,
+        seeds=5,
+        preset=None,
+    ),
     "smoke": Suite(
         "smoke",
-        "every registered method on CartPole-v1 and Pendulum-v1, 1 seed, 20k steps (a few minutes)",
+        "every registered method with its defaults (natpg's recipe) on CartPole-v1 and Pendulum-v1, 1 seed, "
+        "20k steps (a few minutes)",
         ("CartPole-v1", "Pendulum-v1"),
         None,
         seeds=1,
-        steps={"CartPole-v1": 20_000, "Pendulum-v1": 20_000},
+        steps={"CartPole-v1": 20_480, "Pendulum-v1": 20_480},
+        preset=None,
     ),
     "all-methods": Suite(
         "all-methods",
