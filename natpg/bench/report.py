@@ -48,6 +48,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from natpg.bench.suites import PAPER_METHODS, SB3_METHODS
+from natpg.bench.tables import cell, csv_text, fmt, md_table
 from natpg.presets import PAPER_ENVS
 from natpg.runlog import atomic_write_bytes
 
@@ -172,34 +173,6 @@ def _method_order(labels: Iterable[str]) -> list[str]:
     return first + sorted(labels - set(first) - set(last)) + last
 
 
-def _fmt(x: float | None, digits: int | None = None) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    if digits is None:
-        digits = 1 if abs(x) < 1000 else 0
-    return f"{x:.{digits}f}".replace("-", "−")
-
-
-def _cell(mean: float, std: float, digits: int | None = None) -> str:
-    if digits is None and math.isfinite(mean):
-        digits = 1 if abs(mean) < 1000 else 0
-    return f"{_fmt(mean, digits)} ± {_fmt(std, digits)}"
-
-
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    return buf.getvalue()
-
-
 # ----------------------------------------------------------------------------- tables
 
 
@@ -227,19 +200,19 @@ def table1(runs: list[Run]) -> tuple[str, str]:
                 row.append("–")
                 continue
             mean, std, n = stats[(env, m)]
-            text = f"{_cell(mean, std)} ({n})"
+            text = f"{cell(mean, std)} ({n})"
             row.append(f"**{text}**" if mean == best and len([1 for mm in methods if (env, mm) in stats]) > 1 else text)
             p = paper.get(env, {}).get(m)
             csv_rows.append([env, m, n, mean, std, p[0] if p else "", p[1] if p else "", int(mean == best)])
         for m in paper_methods:
             p = paper.get(env, {}).get(m)
-            row.append(_cell(*p) if p else "–")
+            row.append(cell(*p) if p else "–")
         md_rows.append(row)
-    md = _md_table(header, md_rows)
+    md = md_table(header, md_rows)
     md += ("\nFinal return: mean of the episodes that ended in the last 10% of each run's steps; mean ± std over "
            "seeds (number of seeds in brackets); best of our methods per env in bold. The `paper` columns are the "
            "paper's Table 1 (5 seeds, its own — unstated, longer — budgets).\n")
-    return md, _csv_text(["env", "method", "seeds", "mean", "std", "paper_mean", "paper_std", "best"], csv_rows)
+    return md, csv_text(["env", "method", "seeds", "mean", "std", "paper_mean", "paper_std", "best"], csv_rows)
 
 
 def _verdict(a: tuple[float, float, int], b: tuple[float, float, int]) -> str:
@@ -263,11 +236,11 @@ def comparison_table(runs: list[Run], method: str = "smac", others: tuple[str, .
             if (env, other) not in stats:
                 continue
             a, b = stats[(env, method)], stats[(env, other)]
-            rows.append([env, other, f"{_cell(a[0], a[1])} ({a[2]})", f"{_cell(b[0], b[1])} ({b[2]})",
-                         _fmt(a[0] - b[0]), f"{method} {_verdict(a, b)}"])
+            rows.append([env, other, f"{cell(a[0], a[1])} ({a[2]})", f"{cell(b[0], b[1])} ({b[2]})",
+                         fmt(a[0] - b[0]), f"{method} {_verdict(a, b)}"])
     if not rows:
         return None
-    return _md_table(["env", "against", method, "other", "gap", "verdict"], rows)
+    return md_table(["env", "against", method, "other", "gap", "verdict"], rows)
 
 
 def rank1_table(runs: list[Run], method: str = "smac", control: str = "ac-sgd-matched") -> str | None:
@@ -294,15 +267,15 @@ def rank1_table(runs: list[Run], method: str = "smac", control: str = "ac-sgd-ma
         shrink = l2 / (lam + l2)
         a = stats.get((env, method))
         b = stats.get((env, control))
-        rows.append([env, _fmt(lam, 2 if lam < 1 else 1), f"{np.median(l2):.3g}", f"{np.median(shrink):.3f}",
+        rows.append([env, fmt(lam, 2 if lam < 1 else 1), f"{np.median(l2):.3g}", f"{np.median(shrink):.3f}",
                      f"{np.max(shrink):.3f}", f"{np.median(cos):.4f}" if cos.size else "–",
-                     f"{_cell(a[0], a[1])} ({a[2]})" if a else "–", f"{_cell(b[0], b[1])} ({b[2]})" if b else "–"])
+                     f"{cell(a[0], a[1])} ({a[2]})" if a else "–", f"{cell(b[0], b[1])} ({b[2]})" if b else "–"])
     if not rows:
         return None
     return (f"What the rank-1 term does: {method}'s step is {control}'s step with the component of the policy "
             "gradient g along the mean score ℓ̄ scaled by λ/(λ + ‖ℓ̄‖²). Medians over every update of every seed "
             "(‖ℓ̄‖² and the cosine are measured at the start of each update, over the whole rollout):\n\n"
-            + _md_table(["env", "λ", "median ‖ℓ̄‖²", "median ‖ℓ̄‖²/(λ+‖ℓ̄‖²)", "max ‖ℓ̄‖²/(λ+‖ℓ̄‖²)",
+            + md_table(["env", "λ", "median ‖ℓ̄‖²", "median ‖ℓ̄‖²/(λ+‖ℓ̄‖²)", "max ‖ℓ̄‖²/(λ+‖ℓ̄‖²)",
                          "median cos(step, g)", f"{method} final", f"{control} final"], rows))
 
 
@@ -326,7 +299,7 @@ def thresholds_table(runs: list[Run]) -> tuple[str, str]:
     md_rows, csv_rows = [], []
     for env in envs:
         thr = THRESHOLDS[env][0]
-        row = [env, _fmt(thr)]
+        row = [env, fmt(thr)]
         for m in methods:
             group = [r for r in done if r.env_id == env and r.label == m]
             if not group:
@@ -338,12 +311,12 @@ def thresholds_table(runs: list[Run]) -> tuple[str, str]:
                 csv_rows.append([env, m, r.seed, thr, "" if h is None else int(h)])
             row.append(f"{np.median(reached) / 1e3:.0f}k ({len(reached)}/{len(group)})" if reached else f"never (0/{len(group)})")
         md_rows.append(row)
-    md = _md_table(["env", "threshold"] + methods, md_rows)
+    md = md_table(["env", "threshold"] + methods, md_rows)
     md += ("\nEnvironment steps until the binned return (100 bins over the budget, bin means of the recent "
            "20-episode mean; no EWM, which would lag by ~10 bins) first reaches the threshold: median over the "
            "seeds that reached it (seeds that reached it / seeds); resolution 1% of the budget. Thresholds, from the paper's text: "
-           + "; ".join(f"{e} {_fmt(t)} ({why})" for e, (t, why) in THRESHOLDS.items()) + ".\n")
-    return md, _csv_text(["env", "method", "seed", "threshold", "steps_to_threshold"], csv_rows)
+           + "; ".join(f"{e} {fmt(t)} ({why})" for e, (t, why) in THRESHOLDS.items()) + ".\n")
+    return md, csv_text(["env", "method", "seed", "threshold", "steps_to_threshold"], csv_rows)
 
 
 def timing_table(runs: list[Run]) -> tuple[str, str]:
@@ -362,16 +335,16 @@ def timing_table(runs: list[Run]) -> tuple[str, str]:
             upd = [r.summary.get("update_time_mean", math.nan) * 1e3 for r in group]
             sps = [r.summary.get("steps_per_second", math.nan) for r in group]
             u, s = float(np.nanmean(upd)) if np.isfinite(upd).any() else math.nan, float(np.nanmean(sps))
-            u_row.append(_fmt(u, 2 if u < 10 else 1))
-            s_row.append(_fmt(s, 0))
+            u_row.append(fmt(u, 2 if u < 10 else 1))
+            s_row.append(fmt(s, 0))
             csv_rows.append([env, m, len(group), u, s])
         upd_rows.append(u_row)
         sps_rows.append(s_row)
     md = ("Mean time of one update (actor + critic, ms; for SB3 the time of `train()` after each rollout):\n\n"
-          + _md_table(["env"] + methods, upd_rows)
+          + md_table(["env"] + methods, upd_rows)
           + "\nEnvironment steps per second of wall time (rollouts + updates, one CPU thread per run):\n\n"
-          + _md_table(["env"] + methods, sps_rows))
-    return md, _csv_text(["env", "method", "seeds", "update_time_ms", "steps_per_second"], csv_rows)
+          + md_table(["env"] + methods, sps_rows))
+    return md, csv_text(["env", "method", "seeds", "update_time_ms", "steps_per_second"], csv_rows)
 
 
 def _first_line(text: str | None, limit: int = 300) -> str:
@@ -396,7 +369,7 @@ def status_table(runs: list[Run]) -> str:
             row.append(f"{d}" + (f" +{f} failed" if f else "") + (f" +{u} unfinished" if u else ""))
         rows.append(row)
     failed = [r for r in runs if r.status == "failed"]
-    text = "Runs finished per env × method (failed / unfinished runs noted):\n\n" + _md_table(["env"] + methods, rows)
+    text = "Runs finished per env × method (failed / unfinished runs noted):\n\n" + md_table(["env"] + methods, rows)
     if failed:
         text += "\nFailed runs (first line of the error; error.json in the run directory has the traceback):\n\n" + "".join(
             f"- {r.env_id} {r.label} seed {r.seed}: {_first_line(r.error)}\n" for r in failed)
@@ -540,14 +513,14 @@ def ablation(runs: list[Run], out: Path, plots: bool) -> tuple[str | None, list[
             stopped = ", ".join(f"seed {r.seed} at {r.summary['steps'] // 1000}k" if r.summary.get("steps") else f"seed {r.seed}"
                                 for r in sorted(bad, key=lambda r: r.seed))
             rows.append([env, label, f"{len(g)} / {len(g) + len(bad)}",
-                         _cell(float(np.mean(fr)), float(np.std(fr))) if fr else "–", stopped or "–",
-                         _fmt(float(np.mean(upd)), 2) if upd else "–", _fmt(float(np.mean(wall)), 1) if g else "–"])
+                         cell(float(np.mean(fr)), float(np.std(fr))) if fr else "–", stopped or "–",
+                         fmt(float(np.mean(upd)), 2) if upd else "–", fmt(float(np.mean(wall)), 1) if g else "–"])
     md = ("SMAC batch-size ablation (the paper's Figure 1; `smac` is batch-mean over the whole rollout "
           "(B = T = 1000 in the paper preset); `smac-single` and `batch_size=1` are the single-sample Algorithm 1, "
           "`smac-vec` its per-sample steps all taken at one θ). Final return over the runs that completed; "
           "a run stopped by the trainer after consecutive non-finite updates is listed as diverged, with the step; "
           "update time over every run:\n\n"
-          + _md_table(["env", "variant", "completed / runs", "final return", "diverged", "update ms", "wall s"], rows))
+          + md_table(["env", "variant", "completed / runs", "final return", "diverged", "update ms", "wall s"], rows))
     files = []
     if plots:
         data = {env: v for env, v in _curves([r for r in runs if r.env_id in envs and r.label in envs[r.env_id]],
