@@ -60,7 +60,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                    help="seed: every env × method at seed 0 first, then seed 1, ... (default); env: one env at a time")
     b.add_argument("--no-progress", dest="progress", action="store_false")
 
-    r = sub.add_parser("report", help="tables and plots of a sweep directory (Table 1, Figures 1-5)")
+    r = sub.add_parser("report", help="tables and plots of sweep directories (returns.csv, anchors, curves per task, "
+                       "thresholds; the paper's Table 1, Figures 1-5)")
     r.add_argument("dirs", nargs="+", type=Path, help="sweep directories written by natpg bench")
     r.add_argument("--out", type=Path, default=None, help="where to write (default: DIR/report)")
     r.add_argument("--no-plots", dest="plots", action="store_false", help="tables only")

@@ -1,0 +1,136 @@
+"""natpg report on a MuJoCo field sweep written by hand (no training): returns.csv, the partial
+marker, steps to our thresholds, the per-task curves and the anchors table."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from natpg.bench import anchors, report
+
+ENVS = ("HalfCheetah-v5", "Ant-v5")
+TRPO = "trpo@normalize_obs=false"  # a variant label, kept as the sweep directory names it
+METHODS = (TRPO, "sb3-ppo-zoo")
+STEPS = 100_000
+#: env → method → seed → final return; Ant's sb3-ppo-zoo seed 1 is stopped by the trainer (below).
+FINAL = {
+    "HalfCheetah-v5": {TRPO: {0: 1600.0, 1: 3400.0}, "sb3-ppo-zoo": {0: 1200.0, 1: 900.5}},
+    "Ant-v5": {TRPO: {0: 1100.0, 1: 700.0}, "sb3-ppo-zoo": {0: 2600.0, 1: 10.0}},
+}
+WALL = {0: 100.0, 1: 140.0}
+
+
+def _write_run(root: Path, env: str, method: str, seed: int, final: float, status: str = "completed") -> None:
+    d = root / env / method / f"seed{seed}"
+    d.mkdir(parents=True)
+    preset = "natpg" if not method.startswith("sb3-") else None
+    (d / "config.json").write_text(json.dumps({"env_id": env, "method": method, "seed": seed, "total_steps": STEPS,
+                                               "preset": preset}))
+    # A return that climbs linearly from 0 at step 1000 to `final` at the last step, one row per 1000 steps.
+    rows = ["timesteps,episode_return_mean,log_prob_mean"]
+    rows += [f"{t},{final * t / STEPS},-1.0" for t in range(1000, STEPS + 1, 1000)]
+    (d / "metrics.csv").write_text("\n".join(rows) + "\n")
+    summary = {"env_id": env, "method": method, "seed": seed, "final_return": final, "steps": STEPS, "status": status,
+               "wall_time": WALL[seed], "steps_per_second": STEPS / WALL[seed]}
+    if status != "completed":
+        summary["message"] = "stopped at step 40000: 5 consecutive non-finite updates"
+    (d / "summary.json").write_text(json.dumps(summary))
+
+
+@pytest.fixture(scope="module")
+def field_report(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("mujoco")
+    for env in ENVS:
+        for method in METHODS:
+            for seed, final in FINAL[env][method].items():
+                stopped = (env, method, seed) == ("Ant-v5", "sb3-ppo-zoo", 1)
+                _write_run(root, env, method, seed, final, "stopped_nonfinite" if stopped else "completed")
+    out = root / "report"
+    report.write_report([root], out)
+    return out
+
+
+def test_returns_csv_is_one_row_per_env_and_method_over_the_completed_seeds(field_report):
+    with open(field_report / "returns.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == ["env", "method", "seeds", "mean", "std", "wall_time_mean", "steps_per_second_mean"]
+        rows = {(r["env"], r["method"]): r for r in reader}
+    assert set(rows) == {(e, m) for e in ENVS for m in METHODS}
+    for (env, method), row in rows.items():
+        finals = [v for s, v in FINAL[env][method].items() if (env, method, s) != ("Ant-v5", "sb3-ppo-zoo", 1)]
+        walls = [WALL[s] for s in FINAL[env][method] if (env, method, s) != ("Ant-v5", "sb3-ppo-zoo", 1)]
+        assert int(row["seeds"]) == len(finals)
+        assert float(row["mean"]) == pytest.approx(statistics.mean(finals))
+        if len(finals) >= 2:
+            assert float(row["std"]) == pytest.approx(statistics.stdev(finals))  # sample std, ddof = 1
+        else:
+            assert row["std"] == ""
+        assert float(row["wall_time_mean"]) == pytest.approx(statistics.mean(walls))
+        assert float(row["steps_per_second_mean"]) == pytest.approx(statistics.mean(STEPS / w for w in walls))
+    assert float(rows[("HalfCheetah-v5", TRPO)]["std"]) == pytest.approx(1272.792206, rel=1e-6)
+
+
+def test_returns_md_marks_the_partial_row_and_counts_the_stopped_run(field_report):
+    md = (field_report / "returns.md").read_text()
+    partial = [line for line in md.splitlines() if "partial" in line and line.startswith("|")]
+    assert len(partial) == 1 and "Ant-v5" in partial[0] and "`sb3-ppo-zoo`" in partial[0]
+    assert "1 (partial: 1 of 2)" in partial[0] and "1 failed" in partial[0]
+    assert f"| HalfCheetah-v5 | `{TRPO}` | 2 | 2500 ± 1273 |" in md  # the label as in the sweep directory
+    assert "ddof = 1" in md
+
+
+def test_thresholds_are_ours_for_the_field_tasks(field_report):
+    with open(field_report / "thresholds.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["env"], float(r["threshold"])) for r in rows} == {
+        (env, t) for env in ENVS for t in report.FIELD_THRESHOLDS[env][0]}
+    # trpo's seed 0 on HalfCheetah climbs linearly to 1600 at 100k: the binned return (bin k holds steps
+    # (1000k, 1000(k+1)]: one row) first reaches 1500 in the bin ending at 94k.
+    hit = next(r for r in rows if (r["env"], r["method"], r["seed"], float(r["threshold"])) == ("HalfCheetah-v5", TRPO, "0", 1500.0))
+    assert int(hit["steps_to_threshold"]) == 94_000
+    never = next(r for r in rows if (r["env"], r["method"], r["seed"], float(r["threshold"])) == ("HalfCheetah-v5", TRPO, "0", 3000.0))
+    assert never["steps_to_threshold"] == ""
+    assert "ours, not from any paper" in (field_report / "thresholds.md").read_text()
+
+
+def test_one_curve_figure_per_task(field_report):
+    for env in ENVS:
+        png = field_report / f"curves_{env}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"![curves_{env}](curves_{env}.png)" in (field_report / "report.md").read_text()
+
+
+def test_anchors_table_puts_our_best_rows_beside_the_published_numbers(field_report):
+    md = (field_report / "anchors.md").read_text()
+    cheetah = next(line for line in md.splitlines() if line.startswith("| HalfCheetah-v5"))
+    assert f"2500 ± 1273 `{TRPO}` (2 seeds)" in cheetah and "1050 ± 212 `sb3-ppo-zoo` (2 seeds)" in cheetah
+    assert "5784 ± 1244" in cheetah and "1803 ± 46" in cheetah  # Tianshou PPO, sb3-contrib TRPO
+    ant = next(line for line in md.splitlines() if line.startswith("| Ant-v5"))
+    assert f"900 ± 283 `{TRPO}` (2 seeds)" in ant and "2600 `sb3-ppo-zoo` (1 seed, partial)" in ant
+    for words in ("protocols differ from ours", "v5", "v3", "v4", "best point of the curve", "deterministic",
+                  "training episodes", "10 seeds"):
+        assert words in md, words
+
+
+def test_the_package_carries_the_anchors_with_their_sources():
+    rows, protocols = anchors.load_anchors()
+    assert set(protocols) == {"tianshou", "sb3contrib", "zoo", "cleanrl"}
+    assert "10 seeds" in protocols["tianshou"] and "v4" in protocols["cleanrl"]
+    assert anchors.Anchor("tianshou", "TRPO", "Hopper", 2046.0, 1038.0) in rows
+    assert anchors.Anchor("zoo", "PPO", "Ant", 1327.0, None) in rows
+    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data" / anchors.ANCHORS_FILE
+    if shared.exists():  # the package's copy is the project's file, comments and all
+        assert (Path(anchors.__file__).parent / anchors.ANCHORS_FILE).read_text() == shared.read_text()
+
+
+def test_sixteen_methods_get_sixteen_distinct_styles_and_the_title_counts_seeds():
+    labels = [f"rule{i}" for i in range(12)] + ["sb3-ppo-zoo", "sb3-trpo-zoo", "sb3-ppo", "sb3-trpo"]
+    styles = report.line_styles(labels)
+    assert len(set(styles.values())) == 16
+    assert report.seeds_phrase([3, 3]) == "mean ± std over 3 seeds"
+    assert report.seeds_phrase([1]) == "1 seed (no band)"
+    assert report.seeds_phrase([2, 3]).startswith("mean ± std over 2–3 seeds")
