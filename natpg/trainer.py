@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import re
 import signal
 import sys
 import threading
@@ -34,6 +33,7 @@ from natpg._messages import phrase, setting_value
 from natpg.config import RESUMABLE_FIELDS, TrainConfig, flag_name, validate
 from natpg.critic_fit import mlp_layers, mse_backward
 from natpg.envs import VectorEnv
+from natpg.errors import NumericalError
 from natpg.methods.base import PolicyBatch
 from natpg.policies import Agent, NumpyPolicy
 from natpg.rollout import RewardScaler, Rollout, collect, gae
@@ -151,14 +151,8 @@ def _all_finite(tensors) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
-# Exceptions a rule raises because its inputs or its solve went non-finite (as opposed to bugs).
-_NUMERICAL = re.compile(r"\b(nan|inf|infinite|non-finite|not positive definite|singular|invalid values)\b", re.IGNORECASE)
-
-
-def _numerical_failure(exc: BaseException) -> bool:
-    if isinstance(exc, torch.linalg.LinAlgError):
-        return True
-    return isinstance(exc, (ValueError, RuntimeError)) and bool(_NUMERICAL.search(str(exc)))
+#: What a rule raises when its numbers went bad (as opposed to a bug, which propagates).
+NUMERICAL_FAILURES = (NumericalError, torch.linalg.LinAlgError)
 
 
 def _clone_state(obj: Any) -> Any:
@@ -208,9 +202,7 @@ def _guarded_actor_update(rule: methods.UpdateRule, actor: torch.nn.Module, batc
     snapshot = _Snapshot(actor, rule)
     try:
         info = rule.update(batch)
-    except (ValueError, RuntimeError) as exc:
-        if not _numerical_failure(exc):
-            raise
+    except NUMERICAL_FAILURES as exc:
         if _all_finite(actor.parameters()):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             reason = f"actor update failed numerically ({type(exc).__name__}: {first[:160]})"
