@@ -242,7 +242,8 @@ class NonFinitePolicy:
         t_reset = int(reset_bad.any(1).argmax()) if reset_bad.any() else None
         if t_step is not None and (t_reset is None or t_step < t_reset):
             i = int(step_bad[t_step].argmax())
-            raise self.fault(i, self._what(rewards[t_step, i], next_obs[t_step, i]), f" at environment step {first_step + t_step * n + i + 1}")
+            what = self._what(rewards[t_step, i], next_obs[t_step, i])
+            raise self.fault(i, what, f" at environment step {first_step + t_step * n + i + 1}")
         i = int(reset_bad[t_reset].argmax())
         raise self.fault(i, self._what_reset(obs[t_reset, i]), f" after environment step {first_step + t_reset * n}")
 
@@ -259,7 +260,9 @@ class NonFinitePolicy:
             seed = None
         raise self.fault(i, self._what_reset(obs))
 
-    def screen(self, vec: VectorEnv, prev, rewards, terminated, truncated, final_obs, finished, step: int) -> list[tuple[float, int]]:
+    def screen(
+        self, vec: VectorEnv, prev, rewards, terminated, truncated, final_obs, finished, step: int
+    ) -> list[tuple[float, int]]:
         """Check one step's values written by :meth:`VectorEnv.step_into` (``prev``: the
         observations acted on): raise on NaN/inf, or with ``skip`` drop and count the bad
         transitions. Returns the finished episodes that are kept."""

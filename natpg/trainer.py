@@ -212,38 +212,40 @@ def train(
 
 
 def _train(config: TrainConfig, log: RunLog, checkpoint: dict[str, Any] | None, progress: bool) -> TrainResult:
-    s = TrainState.create(config)
+    state = TrainState.create(config)
     T, N = config.rollout_steps, config.num_envs
-    if checkpoint is None and s.num_updates * T != config.total_steps:
+    if checkpoint is None and state.num_updates * T != config.total_steps:
         _notice(f"{setting_value('total_steps', config.total_steps)} is not a multiple of {setting_value('rollout_steps', T)}; "
-                f"training {s.num_updates * T} steps ({s.num_updates} whole rollouts)")
+                f"training {state.num_updates * T} steps ({state.num_updates} whole rollouts)")
     if checkpoint is not None:  # resume at the update boundary where the checkpoint was taken
-        how = s.load_checkpoint(checkpoint)
-        log.event("resume", timesteps=s.timesteps, environment=how)
-        _notice(f"resuming {log.run_dir} at step {s.timesteps} of {s.num_updates * T}; environment {how}")
+        how = state.load_checkpoint(checkpoint)
+        log.event("resume", timesteps=state.timesteps, environment=how)
+        _notice(f"resuming {log.run_dir} at step {state.timesteps} of {state.num_updates * T}; environment {how}")
     log.write_config(config.to_dict())
-    log.open_metrics(s.rows, purge_step=s.timesteps + 1 if checkpoint is not None else None)
+    log.open_metrics(state.rows, purge_step=state.timesteps + 1 if checkpoint is not None else None)
     log.remove_summary()  # present again only once the run has ended
 
-    start = time.perf_counter() - s.elapsed
-    bar = tqdm(total=s.num_updates * T, initial=s.timesteps, unit="step", disable=not progress, dynamic_ncols=True)
-    boundary = (s.timesteps, s.to_checkpoint(time.perf_counter() - start))  # written if the run is interrupted
+    start = time.perf_counter() - state.elapsed
+    bar = tqdm(total=state.num_updates * T, initial=state.timesteps, unit="step", disable=not progress, dynamic_ncols=True)
+    boundary = (state.timesteps, state.to_checkpoint(time.perf_counter() - start))  # written if the run is interrupted
     try:
-        for _ in range(s.timesteps // T, s.num_updates):
+        for _ in range(state.timesteps // T, state.num_updates):
             # 1. Roll out T transitions with a frozen numpy copy of the policy.
-            rollout = collect(s.env, NumpyPolicy(s.agent), T // N, s.rng)
-            s.env.check_rollout(rollout.obs, rollout.rewards, rollout.next_obs, s.timesteps)  # NaN/inf: a clear error
-            s.episodes += [(s.timesteps + (t + 1) * N, ret, length) for t, ret, length in rollout.finished]
-            s.timesteps += T
-            s.counts["nonfinite_transitions"] = s.env.nonfinite_transitions
+            rollout = collect(state.env, NumpyPolicy(state.agent), T // N, state.rng)
+            state.env.check_rollout(rollout.obs, rollout.rewards, rollout.next_obs, state.timesteps)  # NaN/inf: a clear error
+            state.episodes += [(state.timesteps + (t + 1) * N, ret, length) for t, ret, length in rollout.finished]
+            state.timesteps += T
+            state.counts["nonfinite_transitions"] = state.env.nonfinite_transitions
             update_start = time.perf_counter()
 
             # 2. Advantages by GAE (on scaled rewards with normalize_reward); value targets R = A + V.
-            x, next_x, actions = _to_batch(s.agent, rollout)
+            x, next_x, actions = _to_batch(state.agent, rollout)
             with torch.no_grad():
-                values = s.agent.critic(x).numpy().reshape(rollout.rewards.shape)
-                next_values = s.agent.critic(next_x).numpy().reshape(rollout.rewards.shape)
-            rewards = rollout.rewards if s.reward_scaler is None else s.reward_scaler(rollout.rewards, rollout.terminated, rollout.truncated)
+                values = state.agent.critic(x).numpy().reshape(rollout.rewards.shape)
+                next_values = state.agent.critic(next_x).numpy().reshape(rollout.rewards.shape)
+            rewards = rollout.rewards
+            if state.reward_scaler is not None:
+                rewards = state.reward_scaler(rollout.rewards, rollout.terminated, rollout.truncated)
             advantages = gae(rewards, values, next_values, rollout.terminated, rollout.truncated, config.gamma, config.gae_lambda)
             returns = torch.as_tensor((advantages + values).reshape(-1), dtype=torch.float32)
             actor_advantages = torch.as_tensor(advantages.reshape(-1), dtype=torch.float32)
@@ -252,64 +254,67 @@ def _train(config: TrainConfig, log: RunLog, checkpoint: dict[str, Any] | None, 
 
             # 3. One actor update by the chosen rule; 4. critic regression. An update that
             # goes non-finite is not applied (parameters stay at their last finite values).
-            info, actor_fault = _guarded_actor_update(s.rule, s.agent.actor, PolicyBatch(x, actions, actor_advantages))
+            info, actor_fault = _guarded_actor_update(state.rule, state.agent.actor, PolicyBatch(x, actions, actor_advantages))
             critic_loss, critic_fault = _guarded_critic_fit(
-                s.agent, s.critic_optimizer, x, returns, config.critic_steps, config.critic_batch_size, s.critic_generator
+                state.agent, state.critic_optimizer, x, returns, config.critic_steps, config.critic_batch_size,
+                state.critic_generator,
             )
-            for scheduler in s.schedulers:
+            for scheduler in state.schedulers:
                 scheduler.step()
-            faults = s.record_faults(actor_fault, critic_fault)
+            faults = state.record_faults(actor_fault, critic_fault)
             # Normaliser statistics change only between updates, so every batch is on-policy.
-            s.agent.obs_norm.update(rollout.obs)
+            state.agent.obs_norm.update(rollout.obs)
 
             now = time.perf_counter()
-            row = _metrics_row(s, now - start, now - update_start, critic_loss, info)
-            s.rows.append(row)
+            row = _metrics_row(state, now - start, now - update_start, critic_loss, info)
+            state.rows.append(row)
             log.log(row)
             bar.update(T)
             bar.set_postfix(ret=f"{row['episode_return_mean']:.1f}", sps=f"{row['steps_per_second']:.0f}", refresh=False)
             if faults:
-                log.event("nonfinite_update", timesteps=s.timesteps, reasons=faults, consecutive=s.consecutive_bad)
-            if s.consecutive_bad >= config.max_nonfinite_updates:
-                _stop(s, log, faults, start)
-            if s.timesteps >= s.next_checkpoint:
-                s.next_checkpoint += config.checkpoint_every
-                log.save_checkpoint(s.to_checkpoint(time.perf_counter() - start))
-            boundary = (s.timesteps, s.to_checkpoint(time.perf_counter() - start))
+                log.event("nonfinite_update", timesteps=state.timesteps, reasons=faults, consecutive=state.consecutive_bad)
+            if state.consecutive_bad >= config.max_nonfinite_updates:
+                _stop(state, log, faults, start)
+            if state.timesteps >= state.next_checkpoint:
+                state.next_checkpoint += config.checkpoint_every
+                log.save_checkpoint(state.to_checkpoint(time.perf_counter() - start))
+            boundary = (state.timesteps, state.to_checkpoint(time.perf_counter() - start))
     except KeyboardInterrupt as exc:
         _leave_resumable_checkpoint(log, *boundary, "SIGTERM" if isinstance(exc, Terminated) else "SIGINT")
         raise
     finally:
         bar.close()
-        s.env.close()
+        state.env.close()
 
-    summary = _summary(s, "completed", time.perf_counter() - start)
-    log.save_checkpoint(s.to_checkpoint(time.perf_counter() - start))
+    summary = _summary(state, "completed", time.perf_counter() - start)
+    log.save_checkpoint(state.to_checkpoint(time.perf_counter() - start))
     log.write_summary(summary)
-    return TrainResult(summary, s.agent, config, log.run_dir, log.rows)
+    return TrainResult(summary, state.agent, config, log.run_dir, log.rows)
 
 
-def _metrics_row(s: TrainState, wall: float, update_time: float, critic_loss: float, info: dict[str, float]) -> dict[str, Any]:
+def _metrics_row(
+    state: TrainState, wall: float, update_time: float, critic_loss: float, info: dict[str, float]
+) -> dict[str, Any]:
     """One row of metrics.csv (wall_time, update_time and steps_per_second depend on the machine)."""
-    recent = s.episodes[-s.config.return_window :]
+    recent = state.episodes[-state.config.return_window :]
     return {
-        "timesteps": s.timesteps,
+        "timesteps": state.timesteps,
         "wall_time": wall,
         "update_time": update_time,
-        "steps_per_second": s.timesteps / wall,
+        "steps_per_second": state.timesteps / wall,
         "episode_return_mean": float(np.mean([r for _, r, _ in recent])) if recent else math.nan,
         "episode_length_mean": float(np.mean([n for _, _, n in recent])) if recent else math.nan,
-        "episodes": len(s.episodes),
+        "episodes": len(state.episodes),
         "critic_loss": critic_loss,
-        **s.counts,
+        **state.counts,
         **info,
     }
 
 
-def _summary(s: TrainState, status: str, wall: float, message: str | None = None) -> dict[str, Any]:
+def _summary(state: TrainState, status: str, wall: float, message: str | None = None) -> dict[str, Any]:
     """summary.json: how the run ended and its final return (:func:`final_return`)."""
-    config = s.config
-    value, basis = final_return(s.episodes, s.timesteps, config.return_window)
+    config = state.config
+    value, basis = final_return(state.episodes, state.timesteps, config.return_window)
     summary = {
         "env_id": config.env_id,
         "method": config.method,
@@ -317,34 +322,34 @@ def _summary(s: TrainState, status: str, wall: float, message: str | None = None
         "status": status,
         "final_return": value,
         "final_return_basis": basis,
-        "steps": s.timesteps,
-        "episodes": len(s.episodes),
+        "steps": state.timesteps,
+        "episodes": len(state.episodes),
         "wall_time": wall,
-        "steps_per_second": s.timesteps / wall if wall > 0 else math.nan,
-        "update_time_mean": float(np.mean([r["update_time"] for r in s.rows])) if s.rows else math.nan,
-        **s.counts,
+        "steps_per_second": state.timesteps / wall if wall > 0 else math.nan,
+        "update_time_mean": float(np.mean([r["update_time"] for r in state.rows])) if state.rows else math.nan,
+        **state.counts,
     }
     if message:
         summary["message"] = message
     return summary
 
 
-def _stop(s: TrainState, log: RunLog, faults: list[str], start: float) -> None:
+def _stop(state: TrainState, log: RunLog, faults: list[str], start: float) -> None:
     """``max_nonfinite_updates`` in a row: checkpoint the last finite state, write the summary
     and raise :class:`TrainingStopped` with advice."""
-    config = s.config
+    config = state.config
     where = f"checkpoint and summary are in {log.run_dir}" if log.run_dir is not None else "no run directory was given"
     message = (
-        f"stopped at step {s.timesteps}: {s.consecutive_bad} consecutive non-finite updates "
+        f"stopped at step {state.timesteps}: {state.consecutive_bad} consecutive non-finite updates "
         f"({setting_value('max_nonfinite_updates', config.max_nonfinite_updates)}; last: {'; '.join(faults)}). "
         f"The parameters are the last finite ones; {where}. "
         f"Try a smaller {flag_name('lr')} or {flag_name('critic_lr')}, a larger {flag_name('damping')}, "
         f"{setting_value('normalize_advantages', True)} or {setting_value('normalize_obs', True)}"
     )
-    log.save_checkpoint(s.to_checkpoint(time.perf_counter() - start))
-    summary = _summary(s, "stopped_nonfinite", time.perf_counter() - start, message)
+    log.save_checkpoint(state.to_checkpoint(time.perf_counter() - start))
+    summary = _summary(state, "stopped_nonfinite", time.perf_counter() - start, message)
     log.write_summary(summary)
-    log.event("stopped", timesteps=s.timesteps, message=message)
+    log.event("stopped", timesteps=state.timesteps, message=message)
     raise TrainingStopped(message, summary, log.run_dir)
 
 
