@@ -1,9 +1,10 @@
 """Environment creation, space validation and synchronous vectorised stepping.
 
 Robustness (docs/robustness.md): unsupported spaces are refused with a message naming the
-space; a NaN/inf observation or reward stops the run with an :class:`EnvironmentFault`
-naming the env and the step, or — with ``skip_nonfinite`` — is dropped and counted; the
-state of every environment can be captured for an exact resume (:meth:`VectorEnv.get_state`).
+space; what happens to a NaN/inf observation or reward is decided by :class:`NonFinitePolicy`
+(an :class:`EnvironmentFault` naming the env and the step, or — with ``skip_nonfinite`` — the
+transition is dropped and counted); the state of every environment can be captured for an
+exact resume (:meth:`VectorEnv.get_state`, implemented in :mod:`natpg.env_state`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import importlib
 import math
 import os
-import pickle
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -21,9 +21,12 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from natpg import env_state
 from natpg._messages import did_you_mean, setting_name, setting_value
 
-__all__ = ["EnvSpec", "EnvironmentFault", "check_env_id", "make_env", "VectorEnv", "describe_space", "check_spaces"]
+__all__ = [
+    "EnvSpec", "EnvironmentFault", "NonFinitePolicy", "check_env_id", "make_env", "VectorEnv", "describe_space", "check_spaces",
+]
 
 try:  # the clip ufunc itself: np.clip's Python wrapper layers cost ~1.5 µs a call
     from numpy._core.umath import clip as _clip
@@ -80,10 +83,6 @@ def check_env_id(env_id: str, setting: str = "env_id") -> str:
         hint = did_you_mean(name, gym.registry)
         raise ValueError(f"{setting_value(setting, env_id, quote=True)}: not a registered Gymnasium environment{hint}")
     return name
-
-
-def _skip_nonfinite_advice() -> str:
-    return f"pass {setting_value('skip_nonfinite', True)} to drop such transitions and continue"
 
 
 class EnvironmentFault(RuntimeError):
@@ -184,55 +183,6 @@ def make_env(env_id: str, max_episode_steps: int | None = None, **kwargs) -> gym
     return env
 
 
-def _is_mujoco(env: gym.Env) -> bool:
-    data = getattr(env, "data", None)
-    return data is not None and type(data).__module__.startswith("mujoco") and hasattr(env, "model")
-
-
-def _simple_wrapper_state(env: gym.Env) -> list[dict[str, Any]]:
-    """Plain values (step counters, flags) of every wrapper around the base env, outermost first."""
-    out = []
-    while isinstance(env, gym.Wrapper):
-        out.append({k: v for k, v in vars(env).items() if k != "env" and isinstance(v, (bool, int, float, str, type(None)))})
-        env = env.env
-    return out
-
-
-def _set_simple_wrapper_state(env: gym.Env, states: list[dict[str, Any]]) -> None:
-    for values in states:
-        if not isinstance(env, gym.Wrapper):
-            raise ValueError("wrapper stack differs")
-        for k, v in values.items():
-            setattr(env, k, v)
-        env = env.env
-
-
-def capture_env_state(env: gym.Env) -> dict[str, Any]:
-    """What it takes to continue ``env`` exactly, or why that is not possible.
-
-    * MuJoCo: the whole ``MjData`` (qpos, qvel, time, warm start and the derived quantities
-      some envs read before stepping), the env's RNG and the wrappers' counters (TimeLimit).
-    * Anything else that pickles faithfully (classic control, plain Python envs): the pickled
-      env with its wrappers and RNG.
-    * EzPickle envs that are not MuJoCo (Box2D, ...) pickle by re-construction, which loses
-      the state, and unpicklable envs: ``kind="none"`` with the reason.
-    """
-    base = env.unwrapped
-    if _is_mujoco(base):
-        return {
-            "kind": "mujoco",
-            "data": pickle.dumps(base.data),
-            "np_random": base.np_random.bit_generator.state,
-            "wrappers": _simple_wrapper_state(env),
-        }
-    if isinstance(base, gym.utils.EzPickle):
-        return {"kind": "none", "why": f"{type(base).__name__} pickles by re-construction, which loses its state"}
-    try:
-        return {"kind": "pickle", "data": pickle.dumps(env)}
-    except Exception as exc:  # noqa: BLE001 - any pickling failure means "cannot capture"
-        return {"kind": "none", "why": f"{type(base).__name__} cannot be pickled ({type(exc).__name__}: {exc})"}
-
-
 @dataclass
 class EnvSpec:
     obs_dim: int
@@ -249,12 +199,111 @@ class StepResult:
     finished: list[tuple[float, int]] = field(default_factory=list)  # (return, length) of ended episodes
 
 
+class NonFinitePolicy:
+    """What happens to a NaN or inf observation or reward — decided here and nowhere else.
+
+    By default it is an :class:`EnvironmentFault` naming the env, its copy and the step. With
+    ``skip`` (``skip_nonfinite``) every step is screened instead: a bad transition becomes the
+    time-limit end of its episode (reward 0 if the reward was bad, the last finite
+    observation as the final one, the episode not reported), a bad first observation is
+    reset again (up to :attr:`RESET_TRIES` times), and each is counted in ``dropped``.
+    """
+
+    RESET_TRIES = 10
+
+    def __init__(self, env_id: str, num_envs: int, skip: bool):
+        self.env_id, self.num_envs, self.skip = env_id, num_envs, skip
+        self.dropped = 0  # transitions and resets dropped by skip
+
+    def fault(self, i: int, what: str, where: str = "") -> EnvironmentFault:
+        advice = "" if self.skip else f"; pass {setting_value('skip_nonfinite', True)} to drop such transitions and continue"
+        return EnvironmentFault(f"env {self.env_id!r} (copy {i} of {self.num_envs}) returned {what}{where}{advice}")
+
+    @staticmethod
+    def _what(reward: float, obs: np.ndarray) -> str:
+        if not math.isfinite(reward):
+            return f"a non-finite reward {float(reward)!r}"
+        return f"a non-finite observation {_show(obs)}"
+
+    @staticmethod
+    def _what_reset(obs: np.ndarray) -> str:
+        return f"a non-finite observation from reset(): {_show(obs)}"
+
+    def check_rollout(self, obs: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray, first_step: int) -> None:
+        """Raise for the first NaN/inf (in environment-step order) in a rollout's time-major
+        (T, N, ...) arrays; ``first_step`` is the number of transitions before the rollout.
+        One vectorised test when all is finite (the default mode checks whole rollouts)."""
+        if np.isfinite(rewards).all() and np.isfinite(next_obs).all() and np.isfinite(obs).all():
+            return
+        n = self.num_envs
+        step_bad = ~np.isfinite(rewards) | ~np.isfinite(next_obs).all(-1)
+        reset_bad = ~np.isfinite(obs).all(-1)
+        t_step = int(step_bad.any(1).argmax()) if step_bad.any() else None
+        t_reset = int(reset_bad.any(1).argmax()) if reset_bad.any() else None
+        if t_step is not None and (t_reset is None or t_step < t_reset):
+            i = int(step_bad[t_step].argmax())
+            what = self._what(rewards[t_step, i], next_obs[t_step, i])
+            raise self.fault(i, what, f" at environment step {first_step + t_step * n + i + 1}")
+        i = int(reset_bad[t_reset].argmax())
+        raise self.fault(i, self._what_reset(obs[t_reset, i]), f" after environment step {first_step + t_reset * n}")
+
+    def reset(self, env: gym.Env, i: int, seed: int | None) -> np.ndarray:
+        """``env.reset(seed)``'s observation; a non-finite one is a fault, or with ``skip``
+        a reason to reset again (unseeded)."""
+        for _ in range(self.RESET_TRIES):
+            obs, _ = env.reset(seed=seed)
+            if np.isfinite(obs).all():
+                return obs
+            if not self.skip:
+                break
+            self.dropped += 1
+            seed = None
+        raise self.fault(i, self._what_reset(obs))
+
+    def screen(
+        self, vec: VectorEnv, prev, rewards, terminated, truncated, final_obs, finished, step: int
+    ) -> list[tuple[float, int]]:
+        """Check one step's values written by :meth:`VectorEnv.step_into` (``prev``: the
+        observations acted on): raise on NaN/inf, or with ``skip`` drop and count the bad
+        transitions. Returns the finished episodes that are kept."""
+        if np.isfinite(rewards).all() and np.isfinite(final_obs).all() and np.isfinite(vec.obs).all():
+            return finished
+        ended = [i for i in range(self.num_envs) if terminated[i] or truncated[i]]
+        by_env = dict(zip(ended, finished))
+        for i in range(self.num_envs):
+            step_bad = not math.isfinite(rewards[i]) or not np.isfinite(final_obs[i]).all()
+            reset_bad = i in by_env and not np.isfinite(vec.obs[i]).all()
+            if not (step_bad or reset_bad):
+                continue
+            if not self.skip:
+                what = self._what(rewards[i], final_obs[i]) if step_bad else self._what_reset(vec.obs[i])
+                raise self.fault(i, what, f" at step {step}")
+            if step_bad:
+                # Drop the transition: it becomes the time-limit end of its episode, with reward
+                # 0 if the reward was bad and the last finite observation as the final one
+                # (the critic bootstraps from it), and the episode is not reported.
+                self.dropped += 1
+                if not math.isfinite(rewards[i]):
+                    rewards[i] = 0.0
+                terminated[i], truncated[i] = False, True
+                final_obs[i] = prev[i]
+                by_env.pop(i, None)
+                vec.episode_returns[i], vec.episode_lengths[i] = 0.0, 0
+                if i not in ended:
+                    vec.obs[i] = vec.reset_copy(i)
+            if not np.isfinite(vec.obs[i]).all():
+                self.dropped += 1
+                vec.obs[i] = vec.reset_copy(i)
+        return [by_env[i] for i in ended if i in by_env]
+
+
 class VectorEnv:
     """N Gymnasium environments stepped in lock-step with same-step autoreset.
 
     When an episode ends, ``final_obs`` carries its last observation (needed to bootstrap
     a time-limit truncation) and ``next_obs`` is already the first observation of the next
-    episode. Actions are clipped to Box bounds here, at the environment only.
+    episode. Actions are clipped to Box bounds here, at the environment only. NaN/inf
+    values go to :attr:`nonfinite` (a :class:`NonFinitePolicy`).
     """
 
     def __init__(
@@ -263,8 +312,7 @@ class VectorEnv:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.env_id = env_id
-        self.skip_nonfinite = skip_nonfinite
-        self.nonfinite_transitions = 0  # dropped by skip_nonfinite
+        self.nonfinite = NonFinitePolicy(env_id, num_envs, skip_nonfinite)
         self._step_calls = 0  # of step() (evaluation), for fault messages
         self.envs = [make_env(env_id, max_episode_steps) for _ in range(num_envs)]
         env = self.envs[0]
@@ -282,11 +330,28 @@ class VectorEnv:
         self.episode_lengths = [0] * num_envs
         for i, e in enumerate(self.envs):
             e.action_space.seed(seed + i)
-            self.obs[i] = self._reset(i, seed=seed + i)
+            self.obs[i] = self.reset_copy(i, seed=seed + i)
 
     @property
     def num_envs(self) -> int:
         return len(self.envs)
+
+    @property
+    def skip_nonfinite(self) -> bool:
+        return self.nonfinite.skip
+
+    @property
+    def nonfinite_transitions(self) -> int:
+        """Transitions (and resets) dropped by ``skip_nonfinite`` so far."""
+        return self.nonfinite.dropped
+
+    @nonfinite_transitions.setter
+    def nonfinite_transitions(self, value: int) -> None:
+        self.nonfinite.dropped = value
+
+    def reset_copy(self, i: int, seed: int | None = None) -> np.ndarray:
+        """Reset env copy ``i`` and return its first observation (see :meth:`NonFinitePolicy.reset`)."""
+        return self.nonfinite.reset(self.envs[i], i, seed)
 
     def step(self, actions: np.ndarray) -> StepResult:
         n = self.num_envs
@@ -296,8 +361,8 @@ class VectorEnv:
         final_obs = np.empty_like(self.obs)
         finished = self.step_into(actions, rewards, terminated, truncated, final_obs)
         self._step_calls += 1
-        if not self.skip_nonfinite:  # (step_into screens itself in skip mode)
-            self._screen(None, rewards, terminated, truncated, final_obs, finished)
+        if not self.nonfinite.skip:  # (step_into screens itself in skip mode)
+            self.nonfinite.screen(self, None, rewards, terminated, truncated, final_obs, finished, self._step_calls)
         return StepResult(self.obs.copy(), rewards, terminated, truncated, final_obs, finished)
 
     def step_into(
@@ -311,7 +376,7 @@ class VectorEnv:
             actions = _clip(actions, *self._clip)
         finished = []
         returns, lengths = self.episode_returns, self.episode_lengths
-        prev = self.obs.copy() if self.skip_nonfinite else None
+        prev = self.obs.copy() if self.nonfinite.skip else None
         for i, env in enumerate(self.envs):
             obs, reward, term, trunc, _ = env.step(actions[i])
             rewards[i] = reward
@@ -327,155 +392,22 @@ class VectorEnv:
                 obs, _ = env.reset()
             self.obs[i] = obs
         if prev is not None:  # skip_nonfinite: screen every step (the default checks whole rollouts)
-            finished = self._screen(prev, rewards, terminated, truncated, final_obs, finished)
+            finished = self.nonfinite.screen(self, prev, rewards, terminated, truncated, final_obs, finished, self._step_calls)
         return finished
 
-    # -- non-finite observations and rewards ---------------------------------------------
     def check_rollout(self, obs: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray, first_step: int) -> None:
-        """Raise :class:`EnvironmentFault` naming the env copy and the environment step of the
-        first NaN/inf in a rollout's time-major (T, N, ...) arrays; ``first_step`` is the
-        number of transitions before the rollout. One vectorised test when all is finite."""
-        if np.isfinite(rewards).all() and np.isfinite(next_obs).all() and np.isfinite(obs).all():
-            return
-        n = self.num_envs
-        step_bad = ~np.isfinite(rewards) | ~np.isfinite(next_obs).all(-1)
-        reset_bad = ~np.isfinite(obs).all(-1)
-        t_step = int(step_bad.any(1).argmax()) if step_bad.any() else None
-        t_reset = int(reset_bad.any(1).argmax()) if reset_bad.any() else None
-        if t_step is not None and (t_reset is None or t_step < t_reset):
-            i = int(step_bad[t_step].argmax())
-            what = (
-                f"a non-finite reward {float(rewards[t_step, i])!r}"
-                if not math.isfinite(rewards[t_step, i])
-                else f"a non-finite observation {_show(next_obs[t_step, i])}"
-            )
-            where = f"at environment step {first_step + t_step * n + i + 1}"
-        else:
-            i = int(reset_bad[t_reset].argmax())
-            what = f"a non-finite observation {_show(obs[t_reset, i])} from reset()"
-            where = f"after environment step {first_step + t_reset * n}"
-        raise EnvironmentFault(
-            f"env {self.env_id!r} (copy {i} of {n}) returned {what} {where}; {_skip_nonfinite_advice()}"
-        )
+        """Raise :class:`EnvironmentFault` for the first NaN/inf of a rollout (see
+        :meth:`NonFinitePolicy.check_rollout`)."""
+        self.nonfinite.check_rollout(obs, rewards, next_obs, first_step)
 
-    def _where(self, i: int) -> str:
-        return f"env {self.env_id!r} (copy {i} of {self.num_envs}) at step {self._step_calls}"
-
-    def _reset(self, i: int, seed: int | None = None) -> np.ndarray:
-        """Reset copy ``i``; a non-finite first observation is an error, or with
-        ``skip_nonfinite`` a reason to reset again (up to 10 times)."""
-        for _ in range(10):
-            obs, _ = self.envs[i].reset(seed=seed)
-            if np.isfinite(obs).all():
-                return obs
-            if not self.skip_nonfinite:
-                break
-            self.nonfinite_transitions += 1
-            seed = None
-        raise EnvironmentFault(
-            f"env {self.env_id!r} (copy {i} of {self.num_envs}) returned a non-finite observation from reset(): "
-            f"{_show(obs)}" + ("" if self.skip_nonfinite else f"; {_skip_nonfinite_advice()}")
-        )
-
-    def _screen(self, prev, rewards, terminated, truncated, final_obs, finished) -> list[tuple[float, int]]:
-        """Check one step's values: raise on NaN/inf, or (``skip_nonfinite``) drop and count
-        the bad transitions. Returns the finished episodes that are kept."""
-        if np.isfinite(rewards).all() and np.isfinite(final_obs).all() and np.isfinite(self.obs).all():
-            return finished
-        ended = [i for i in range(self.num_envs) if terminated[i] or truncated[i]]
-        by_env = dict(zip(ended, finished))
-        for i in range(self.num_envs):
-            step_bad = not math.isfinite(rewards[i]) or not np.isfinite(final_obs[i]).all()
-            reset_bad = i in by_env and not np.isfinite(self.obs[i]).all()
-            if not (step_bad or reset_bad):
-                continue
-            if not self.skip_nonfinite:
-                if reset_bad and not step_bad:
-                    what = f"a non-finite observation from reset(): {_show(self.obs[i])}"
-                elif not math.isfinite(rewards[i]):
-                    what = f"a non-finite reward {float(rewards[i])!r}"
-                else:
-                    what = f"a non-finite observation {_show(final_obs[i])}"
-                raise EnvironmentFault(
-                    f"{self._where(i)} returned {what}; {_skip_nonfinite_advice()}"
-                )
-            if step_bad:
-                # Drop the transition: it becomes the time-limit end of its episode, with reward
-                # 0 if the reward was bad and the last finite observation as the final one
-                # (the critic bootstraps from it), and the episode is not reported.
-                self.nonfinite_transitions += 1
-                if not math.isfinite(rewards[i]):
-                    rewards[i] = 0.0
-                terminated[i], truncated[i] = False, True
-                final_obs[i] = prev[i]
-                by_env.pop(i, None)
-                self.episode_returns[i], self.episode_lengths[i] = 0.0, 0
-                if i not in ended:
-                    self.obs[i] = self._reset(i)
-            if not np.isfinite(self.obs[i]).all():
-                self.nonfinite_transitions += 1
-                self.obs[i] = self._reset(i)
-        return [by_env[i] for i in ended if i in by_env]
-
-    # -- state for exact resume ------------------------------------------------------------
+    # -- state for exact resume (natpg.env_state) ----------------------------------------------
     def get_state(self) -> dict[str, Any]:
-        """Everything needed to continue stepping exactly from here (see :func:`capture_env_state`)."""
-        return {
-            "env_id": self.env_id,
-            "obs": self.obs.copy(),
-            "episode_returns": list(self.episode_returns),
-            "episode_lengths": list(self.episode_lengths),
-            "nonfinite_transitions": self.nonfinite_transitions,
-            "envs": [capture_env_state(e) for e in self.envs],
-        }
+        """Everything needed to continue stepping exactly from here (:func:`natpg.env_state.capture`)."""
+        return env_state.capture(self)
 
     def set_state(self, state: dict[str, Any], salt: int = 0) -> str:
-        """Restore :meth:`get_state`; returns how (exactly, or which episodes restarted).
-        An env whose state could not be captured starts a fresh episode seeded from
-        (seed, ``salt``, copy): pass the step count, so that reruns agree."""
-        self.nonfinite_transitions = state["nonfinite_transitions"]
-        self.obs[:] = state["obs"]
-        self.episode_returns = list(state["episode_returns"])
-        self.episode_lengths = list(state["episode_lengths"])
-        restarted: list[str] = []
-        for i, saved in enumerate(state["envs"]):
-            why = self._restore_env(i, saved)
-            if why is not None:
-                # Start a fresh episode, seeded from (seed, step, copy) so reruns agree.
-                seed = int(np.random.SeedSequence([self.seed, salt, i]).generate_state(1)[0])
-                self.obs[i] = self._reset(i, seed=seed)
-                self.episode_returns[i], self.episode_lengths[i] = 0.0, 0
-                restarted.append(f"copy {i}: {why}")
-        if not restarted:
-            return "state restored exactly"
-        return (
-            f"state could not be restored, so the {len(restarted)} episode(s) in progress were restarted "
-            f"({'; '.join(restarted)})"
-        )
-
-    def _restore_env(self, i: int, saved: dict[str, Any]) -> str | None:
-        kind = saved["kind"]
-        try:
-            if kind == "pickle":
-                env = pickle.loads(saved["data"])
-                self.envs[i].close()
-                self.envs[i] = env
-                return None
-            if kind == "mujoco":
-                env = self.envs[i]
-                base = env.unwrapped
-                if not _is_mujoco(base):
-                    return "the saved MuJoCo state does not fit this env"
-                base.data = pickle.loads(saved["data"])
-                renderer = getattr(base, "mujoco_renderer", None)
-                if renderer is not None and hasattr(renderer, "data"):
-                    renderer.data = base.data
-                base.np_random.bit_generator.state = saved["np_random"]
-                _set_simple_wrapper_state(env, saved["wrappers"])
-                return None
-        except Exception as exc:  # noqa: BLE001 - fall back to a fresh episode, and say why
-            return f"restoring failed ({type(exc).__name__}: {exc})"
-        return saved.get("why", f"unknown state kind {kind!r}")
+        """Restore :meth:`get_state`; returns how (:func:`natpg.env_state.restore`)."""
+        return env_state.restore(self, state, salt)
 
     def close(self) -> None:
         for e in self.envs:

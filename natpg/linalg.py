@@ -8,7 +8,9 @@ for a B×d matrix of per-sample scores S and targets y (the advantages). The fun
 here are the solvers: Sherman–Morrison for a rank-1 curvature, conjugate gradient for a
 matrix-free operator, Woodbury/Cholesky for the exact B×B system, and randomised block
 Kaczmarz for a stochastic solve over row blocks. All validate their inputs and raise
-``ValueError`` with a message that names the argument.
+``ValueError`` with a message that names the argument; a NaN or inf in an input, or a
+system that is not positive definite, raises a :class:`~natpg.errors.NumericalError`
+(a ``ValueError`` too) so that callers can tell bad numbers from bad arguments by type.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Callable
 
 import torch
 from torch import Tensor
+
+from natpg.errors import NonFiniteError, NotPositiveDefiniteError
 
 __all__ = [
     "sherman_morrison_solve",
@@ -50,7 +54,7 @@ def check_finite(name: str, tensor: Tensor) -> None:
     if tensor.numel() == 0 or bool(torch.isfinite(tensor.sum())):
         return
     if not bool(torch.isfinite(tensor).all()):
-        raise ValueError(f"{name} contains NaN or inf")
+        raise NonFiniteError(f"{name} contains NaN or inf")
 
 
 def _check_square(name: str, x: Tensor) -> None:
@@ -101,7 +105,7 @@ def sherman_morrison_solve(u: Tensor, g: Tensor, damping: float) -> Tensor:
     if not bool(torch.isfinite(uu) & torch.isfinite(ug)):
         check_finite("u", u)
         check_finite("g", g)
-        raise ValueError("uᵀu or uᵀg overflows its dtype: rescale u and g (or use float64)")
+        raise NonFiniteError("uᵀu or uᵀg overflows its dtype: rescale u and g (or use float64)")
     coef = ug / (lam * (lam + uu))
     if torch.is_grad_enabled() and (u.requires_grad or g.requires_grad):
         return g / lam - coef * u  # keeps the graph through coef
@@ -193,7 +197,7 @@ def solve_shifted_gram(gram: Tensor, y: Tensor, shift: float, max_jitter_tries: 
             return sol.to(y.dtype)
         jitter = max(jitter * 10.0, floor)
         floor *= 10.0
-    raise ValueError("gram + shift·I is not positive definite even after adding jitter")
+    raise NotPositiveDefiniteError("gram + shift·I is not positive definite even after adding jitter")
 
 
 def _check_system(S: Tensor, y: Tensor) -> None:

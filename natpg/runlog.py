@@ -30,7 +30,7 @@ from natpg._messages import phrase, setting_name, setting_value
 
 __all__ = [
     "RunLog", "atomic_write_bytes", "atomic_write_json", "package_versions", "source_revision", "read_checkpoint",
-    "WALL_TIME_COLUMNS", "RUN_FILES",
+    "WALL_TIME_COLUMNS", "RUN_FILES", "clear_run_files",
 ]
 
 #: metrics.csv columns that depend on the machine's speed, not on the seed.
@@ -146,6 +146,16 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
 RUN_FILES = frozenset({"config.json", "metrics.csv", "summary.json", "checkpoint.pt", "events.jsonl", "tb", "error.json"})
 #: Lock files: natpg train holds ``.train.lock`` while it writes; natpg bench holds ``.lock``.
 LOCK_FILES = frozenset({".train.lock", ".lock"})
+
+
+def clear_run_files(run_dir: Path, keep: frozenset[str] | set[str] = frozenset()) -> None:
+    """Delete what a run wrote into ``run_dir`` (:data:`RUN_FILES`, bar ``keep``)."""
+    for name in RUN_FILES - set(keep):
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 _TMP = re.compile(r"^\..+\.tmp\d+$")  # atomic_write_bytes' temporary files
 
 
@@ -222,14 +232,8 @@ class RunLog:
 
     def clear(self) -> None:
         """Delete a previous attempt's files (resume without a checkpoint starts afresh)."""
-        if self.run_dir is None:
-            return
-        for name in RUN_FILES - {"error.json"}:
-            path = self.run_dir / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
+        if self.run_dir is not None:
+            clear_run_files(self.run_dir, keep={"error.json"})
 
     @property
     def metrics_path(self) -> Path | None:

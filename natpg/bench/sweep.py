@@ -7,9 +7,9 @@ Layout under OUT::
                                        (error.json instead of summary.json when the run failed)
 
 A run is finished iff ``summary.json`` exists. Rerunning the same command skips finished
-runs, retries failed ones (``--skip-failed`` keeps them), and resumes interrupted ones from
-``checkpoint.pt`` when the trainer supports resuming (else restarts them). Every file the
-harness writes is written atomically, and each run holds an exclusive lock on
+runs, retries failed ones (``--skip-failed`` keeps them), and resumes interrupted natpg runs
+from ``checkpoint.pt`` (SB3 runs restart). Every file the harness writes is written
+atomically, and each run holds an exclusive lock on
 ``OUT/.../seedS/.lock`` while it trains, so an orphaned worker of a killed sweep and a new
 sweep never train the same run at once.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import fcntl
-import inspect
 import json
 import os
 import platform
@@ -36,7 +35,7 @@ from typing import Any, Callable, Iterable
 
 from natpg._messages import did_you_mean, phrase, setting_name, setting_value, use_wording
 from natpg.bench.suites import SB3_METHODS, Suite, default_steps, method_label, parse_method_spec
-from natpg.runlog import atomic_write_json, cpu_model, source_revision
+from natpg.runlog import atomic_write_json, clear_run_files, cpu_model, source_revision
 
 __all__ = ["RunSpec", "RunOutcome", "plan_runs", "check_plan", "run_status", "execute_run", "run_sweep", "machine_info"]
 
@@ -253,29 +252,6 @@ def machine_info() -> dict[str, Any]:
 # ----------------------------------------------------------------------------- one run
 
 
-def _trainer_supports_resume() -> str | None:
-    """The keyword the trainer takes to resume from a checkpoint, if it has one."""
-    from natpg import trainer
-
-    params = inspect.signature(trainer.train).parameters
-    for name in ("resume",):
-        if name in params:
-            return name
-    return None
-
-
-#: Files a (natpg or SB3) run writes; an interrupted run that cannot be resumed loses them.
-_RUN_FILES = ("config.json", "metrics.csv", "summary.json", "checkpoint.pt", "events.jsonl", "error.json")
-
-
-def _clear_run_files(run_dir: Path) -> None:
-    import shutil
-
-    for name in _RUN_FILES:
-        (run_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "tb", ignore_errors=True)
-
-
 def _train_natpg(spec: RunSpec, run_dir: Path) -> tuple[dict[str, Any], bool]:
     from natpg import methods
     from natpg.config import resolve_config, trainer_field_names
@@ -287,18 +263,16 @@ def _train_natpg(spec: RunSpec, run_dir: Path) -> tuple[dict[str, Any], bool]:
     accepted = set(methods.get(name).hyperparameters()) | trainer_field_names()
     overrides = {**{k: v for k, v in spec.overrides if k in accepted}, **method_overrides}
     config = resolve_config(spec.env_id, name, spec.preset, total_steps=spec.total_steps, seed=spec.seed, torch_threads=1, **overrides)
-    resume_kw = _trainer_supports_resume()
-    if resume_kw is not None:
-        # The trainer continues from checkpoint.pt, or starts afresh when there is none yet.
-        had_checkpoint = (run_dir / "checkpoint.pt").exists()
-        try:
-            return train(config, run_dir=run_dir, progress=False, **{resume_kw: True}).summary, had_checkpoint
-        except ValueError as exc:
-            if not had_checkpoint:
-                raise
-            # An unusable checkpoint (another config, another budget): start the run again.
-            print(f"natpg bench: cannot resume {spec.key} ({type(exc).__name__}: {exc}); restarting it", file=sys.stderr)
-    _clear_run_files(run_dir)  # without resume support an interrupted run restarts from scratch
+    # The trainer continues from checkpoint.pt, or starts afresh when there is none yet.
+    had_checkpoint = (run_dir / "checkpoint.pt").exists()
+    try:
+        return train(config, run_dir=run_dir, progress=False, resume=True).summary, had_checkpoint
+    except ValueError as exc:
+        if not had_checkpoint:
+            raise
+        # An unusable checkpoint (another config, another budget): start the run again.
+        print(f"natpg bench: cannot resume {spec.key} ({type(exc).__name__}: {exc}); restarting it", file=sys.stderr)
+    clear_run_files(run_dir)
     return train(config, run_dir=run_dir, progress=False).summary, False
 
 
@@ -327,7 +301,7 @@ def _execute_run(spec: RunSpec) -> RunOutcome:
             if spec.method in SB3_METHODS:
                 from natpg.bench.sb3_runner import train_sb3
 
-                _clear_run_files(run_dir)  # SB3 runs restart from scratch
+                clear_run_files(run_dir)  # SB3 runs restart from scratch
                 summary, resumed = train_sb3(spec, run_dir), False
             else:
                 summary, resumed = _train_natpg(spec, run_dir)

@@ -19,6 +19,7 @@ search, RAT's multi-epoch Kaczmarz — subclass :class:`UpdateRule` and implemen
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ import torch
 from torch import Tensor
 from torch.distributions import kl_divergence
 
+from natpg.errors import InvalidDistributionError
 from natpg.linalg import check_positive
 from natpg.policies import Actor
 from natpg.methods import trust_region
@@ -75,7 +77,8 @@ def check_actions_fit(actor: Actor, obs: Tensor, actions: Tensor) -> None:
         try:
             dist = actor.distribution(obs[:probe])
         except (RuntimeError, ValueError) as exc:
-            raise ValueError(f"actor.distribution(obs) fails on {_describe('obs', obs)}: {str(exc).splitlines()[0]}") from None
+            error = InvalidDistributionError if _raised_by_torch_distributions(exc) else ValueError
+            raise error(f"actor.distribution(obs) fails on {_describe('obs', obs)}: {str(exc).splitlines()[0]}") from None
         expected = (n, *dist.event_shape)
         discrete = bool(getattr(dist.support, "is_discrete", False))
         fits = tuple(actions.shape) == expected and not (discrete and actions.is_floating_point())
@@ -95,6 +98,33 @@ def check_actions_fit(actor: Actor, obs: Tensor, actions: Tensor) -> None:
         f"{_describe('actions', actions)} do not fit this actor: actor.distribution(obs).log_prob(actions) must have "
         f"shape ({n},), and this actor takes {takes}"
     )
+
+
+def _raised_by_torch_distributions(exc: BaseException) -> bool:
+    """Whether ``exc`` is a ValueError raised inside torch.distributions: its argument check,
+    which fails on NaN/inf logits or means, or a standard deviation that underflowed to 0.
+    Told by where it was raised, not by its wording."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return isinstance(exc, ValueError) and tb is not None and tb.tb_frame.f_globals.get("__name__", "").startswith("torch.distributions")
+
+
+def _numerical_distribution_errors(update):
+    """Within an update (after :func:`check_actions_fit` has shown that the actor and the
+    actions fit), torch.distributions' argument check can only fail on the numbers: raise it
+    as :class:`~natpg.errors.InvalidDistributionError`."""
+
+    @functools.wraps(update)
+    def wrapper(*args, **kwargs):
+        try:
+            return update(*args, **kwargs)
+        except ValueError as exc:
+            if not isinstance(exc, InvalidDistributionError) and _raised_by_torch_distributions(exc):
+                raise InvalidDistributionError(str(exc)) from exc
+            raise
+
+    return wrapper
 
 
 @dataclass
@@ -187,6 +217,7 @@ class UpdateRule(ABC):
             return self._step(batch)
         return trust_region.constrain(self, batch, self._step)
 
+    @_numerical_distribution_errors
     def update(self, batch: PolicyBatch, diagnostics: bool = True) -> dict[str, float]:
         """One actor update. With ``diagnostics`` (one extra forward/backward pass at the old
         parameters and one forward pass at the new ones) the common ones are added:
