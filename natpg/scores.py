@@ -117,7 +117,7 @@ class ScoreBatch:
     # -- per-sample quantities -------------------------------------------------------------
     def _block_sq_norms(self, block: _Block) -> Tensor:
         d = block.delta.reshape(self.num_samples, -1)
-        dd = (d * d).sum(1)
+        dd = torch.linalg.vector_norm(d, dim=1).square()
         if block.linear:
             aa = (block.a * block.a).sum(1)
             return dd * (aa + (1.0 if len(block.params) == 2 else 0.0))
@@ -149,13 +149,15 @@ class ScoreBatch:
         return sum(self.layer_grams())
 
     def _block_grads(self, block: _Block, c: Tensor) -> list[Tensor]:
-        d = block.delta.reshape(self.num_samples, -1) * c[:, None]
+        d = block.delta.reshape(self.num_samples, -1)
+        c = c.to(d.dtype)
         if block.linear:
+            d = d * c[:, None]
             grads = [d.T @ block.a]
             if len(block.params) == 2:
                 grads.append(d.sum(0))
             return grads
-        return [d.sum(0).view_as(block.params[0])]
+        return [(c @ d).view_as(block.params[0])]  # a vector-matrix product: no B×d temporary
 
     def weighted_sum(self, c: Tensor | Sequence[Tensor]) -> list[Tensor]:
         """Σ_i c_i s_i as a list aligned with ``params`` (e.g. c = A/B gives the policy gradient).
