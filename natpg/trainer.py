@@ -33,6 +33,7 @@ from natpg import methods
 from natpg._messages import phrase, setting_value
 from natpg.config import RESUMABLE_FIELDS, TrainConfig, flag_name, validate
 from natpg.critic_fit import mlp_layers, mse_backward
+from natpg.deploy import env_spaces, spaces_record
 from natpg.envs import VectorEnv
 from natpg.methods.base import PolicyBatch
 from natpg.policies import Agent, NumpyPolicy
@@ -49,10 +50,18 @@ class TrainResult:
     config: TrainConfig
     run_dir: Path | None
     metrics: list[dict[str, Any]] = field(repr=False, default_factory=list)
+    #: (observation space, action space) of the environment, as it declares them.
+    spaces: tuple | None = field(repr=False, default=None)
 
     @property
     def policy(self):
-        return self.agent.actor
+        """The trained policy, ready to act: ``result.policy.predict(obs)`` (a
+        :class:`natpg.deploy.Policy`, with the saved observation normalisation)."""
+        from natpg.deploy import Policy
+
+        if self.spaces is None:
+            raise ValueError("this TrainResult has no spaces: load the policy with natpg.load(run_dir)")
+        return Policy(self.agent.actor, *self.spaces, obs_norm=self.agent.obs_norm)
 
 
 def final_return(episodes: list[tuple[int, float, int]], steps: int, window: int) -> tuple[float | None, str]:
@@ -364,6 +373,7 @@ def _train(config: TrainConfig, log: RunLog, state: dict[str, Any] | None, progr
         log.event("resume", timesteps=timesteps, environment=how)
         _notice(f"resuming {log.run_dir} at step {timesteps} of {num_updates * config.rollout_steps}; environment {how}")
     log.write_config(config.to_dict())
+    log.write_spaces(spaces_record(*env_spaces(env)))
     log.open_metrics(rows, purge_step=timesteps + 1 if state is not None else None)
     log.remove_summary()  # present again only once the run has ended
 
@@ -512,4 +522,4 @@ def _train(config: TrainConfig, log: RunLog, state: dict[str, Any] | None, progr
     summary = summarise("completed")
     checkpoint()
     log.write_summary(summary)
-    return TrainResult(summary, agent, config, log.run_dir, log.rows)
+    return TrainResult(summary, agent, config, log.run_dir, log.rows, spaces=env_spaces(env))
