@@ -3,6 +3,6 @@ approximate the natural gradient, behind one interface."""
 
 __version__ = "0.1.0"
 
-from natpg.api import evaluate, load_run, train  # noqa: E402
+from natpg.api import evaluate, load, load_run, train  # noqa: E402
 
-__all__ = ["train", "evaluate", "load_run", "__version__"]
+__all__ = ["train", "load", "evaluate", "load_run", "__version__"]

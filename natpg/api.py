@@ -1,4 +1,4 @@
-"""The Python API: ``natpg.train(...)``, ``natpg.evaluate(...)``, ``natpg.load_run(...)``."""
+"""The Python API: ``natpg.train(...)``, ``natpg.load(...)``, ``natpg.evaluate(...)``, ``natpg.load_run(...)``."""
 
 from __future__ import annotations
 
@@ -7,16 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gymnasium import spaces
 
 from natpg._messages import setting_name
 from natpg.config import Range, TrainConfig, resolve_config
+from natpg.deploy import env_spaces, load, read_spaces
 from natpg.envs import VectorEnv
 from natpg.policies import Agent, NumpyPolicy
 from natpg.runlog import read_checkpoint
 from natpg.trainer import TrainResult
 from natpg.trainer import train as _train
 
-__all__ = ["train", "evaluate", "load_run"]
+__all__ = ["train", "evaluate", "load_run", "load"]
 
 
 def train(
@@ -53,7 +55,15 @@ def train(
 
 
 def load_run(run_dir: str | Path) -> tuple[TrainConfig, Agent]:
-    """The config and trained agent (actor, critic, normaliser) of a run directory."""
+    """The config and trained agent (actor, critic, normaliser) of a run directory. For
+    acting, :func:`natpg.load` gives a ready :class:`~natpg.deploy.Policy`."""
+    config, agent, _ = _load(run_dir)
+    return config, agent
+
+
+def _load(run_dir: str | Path) -> tuple[TrainConfig, Agent, tuple[Any, Any]]:
+    """(config, agent, (observation space, action space)) of a run directory. The spaces come
+    from its spaces.json; only a run written before that file existed rebuilds the env."""
     run_dir = Path(run_dir)
     config_path, ckpt_path = run_dir / "config.json", run_dir / "checkpoint.pt"
     for p in (config_path, ckpt_path):
@@ -63,13 +73,18 @@ def load_run(run_dir: str | Path) -> tuple[TrainConfig, Agent]:
         config = TrainConfig.from_dict(json.loads(config_path.read_text()))
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"{config_path} is unreadable ({type(exc).__name__}: {exc})") from None
-    env = VectorEnv(config.env_id, 1, 0, config.max_episode_steps)
-    agent = Agent(env.spec.obs_dim, env.spec.action_space, config.hidden, config.activation, config.normalize_obs,
+    stored = read_spaces(run_dir)
+    if stored is None:
+        env = VectorEnv(config.env_id, 1, 0, config.max_episode_steps)
+        stored = env_spaces(env)
+        env.close()
+    observation_space, action_space = stored
+    policy_actions = spaces.Discrete(int(action_space.n)) if isinstance(action_space, spaces.Discrete) else action_space
+    agent = Agent(int(observation_space.shape[0]), policy_actions, config.hidden, config.activation, config.normalize_obs,
                   config.log_std_init)
-    env.close()
     state = read_checkpoint(ckpt_path)
     agent.load_state_dict(state["agent"])
-    return config, agent
+    return config, agent, stored
 
 
 def evaluate(run_dir: str | Path, episodes: int = 10, seed: int = 10_000, deterministic: bool = True) -> dict[str, Any]:

@@ -1,14 +1,18 @@
 """Actors (categorical and diagonal-Gaussian MLPs), the critic and the observation normaliser.
 
-Every parameter of an actor lives either in an ``nn.Linear`` layer or in a
-:class:`BroadcastParameter` (a parameter shared by all samples, such as the Gaussian
-log-std). That restriction is what lets :mod:`natpg.scores` compute per-sample score
-norms and Gram matrices without materialising per-sample gradients.
+The actor contract is :class:`ActorLike`: any ``nn.Module`` with ``distribution(obs)``
+returning a torch ``Distribution`` (Categorical, Normal or Independent Normal) whose
+``log_prob(actions)`` has one entry per sample. No natpg base class is needed, and
+parameters may live anywhere (:mod:`natpg.scores` uses torch.func for those outside
+``nn.Linear`` layers). natpg's own actors keep every parameter in an ``nn.Linear`` layer or
+a :class:`BroadcastParameter` (a parameter shared by all samples, such as the Gaussian
+log-std), which gives the fast factorised path: per-sample score norms and Gram matrices
+without materialising per-sample gradients.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -52,8 +56,35 @@ class BroadcastParameter(nn.Module):
         return self.value.expand(*like.shape[:-1], *self.value.shape)
 
 
+@runtime_checkable
+class ActorLike(Protocol):
+    """What every update rule needs of an actor: an ``nn.Module`` (for its parameters) with
+
+    ``distribution(obs) -> torch.distributions.Distribution``
+
+    on a (B, *obs_shape) batch; ``log_prob(actions)`` of that distribution must have shape
+    (B,): a Categorical, or a diagonal Gaussian as ``Independent(Normal(mean, std), 1)``.
+    Samples must not interact inside the actor (no BatchNorm in training mode)."""
+
+    def distribution(self, obs: Tensor) -> Distribution: ...
+
+    def parameters(self, recurse: bool = True): ...
+
+
+def check_actor(actor: object) -> None:
+    """ValueError naming the fix when ``actor`` does not follow :class:`ActorLike`."""
+    if not isinstance(actor, nn.Module) or not callable(getattr(actor, "distribution", None)):
+        raise ValueError(
+            f"the actor must be an nn.Module with a method distribution(obs) -> torch.distributions.Distribution "
+            f"(e.g. return Categorical(logits=self.net(obs)) or Independent(Normal(mean, std), 1)); "
+            f"got {type(actor).__name__}"
+        )
+    if not any(p.requires_grad for p in actor.parameters()):
+        raise ValueError(f"the actor ({type(actor).__name__}) has no trainable parameters")
+
+
 class Actor(nn.Module):
-    """Base class: ``distribution(obs)`` returns a torch Distribution whose ``log_prob``
+    """natpg's base class (optional: any :class:`ActorLike` will do): ``distribution(obs)`` returns a torch Distribution whose ``log_prob``
     gives one log-probability per sample."""
 
     discrete: bool

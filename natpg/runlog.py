@@ -143,7 +143,8 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
 
 #: Everything natpg (and natpg bench) writes into a run directory: --overwrite deletes these
 #: and refuses to touch a directory holding anything else.
-RUN_FILES = frozenset({"config.json", "metrics.csv", "summary.json", "checkpoint.pt", "events.jsonl", "tb", "error.json"})
+RUN_FILES = frozenset({"config.json", "metrics.csv", "summary.json", "checkpoint.pt", "events.jsonl", "tb", "error.json",
+                       "spaces.json"})
 #: Lock files: natpg train holds ``.train.lock`` while it writes; natpg bench holds ``.lock``.
 LOCK_FILES = frozenset({".train.lock", ".lock"})
 
@@ -238,6 +239,11 @@ class RunLog:
     @property
     def metrics_path(self) -> Path | None:
         return None if self.run_dir is None else self.run_dir / "metrics.csv"
+
+    def write_spaces(self, record: dict[str, Any]) -> None:
+        """spaces.json: the observation and action spaces, so that the policy loads without its env."""
+        if self.run_dir is not None:
+            atomic_write_json(self.run_dir / "spaces.json", record)
 
     def write_config(self, config: dict[str, Any]) -> None:
         if self.run_dir is not None:

@@ -1,21 +1,38 @@
-"""Per-sample scores s_i = ∇θ log π(a_i|s_i), held factorised.
+"""Per-sample scores s_i = ∇θ log π(a_i|s_i), for any actor, held factorised where possible.
 
-For a linear layer y = W a + b, the per-sample gradient of log π is the rank-1 δ_i a_iᵀ
-(and δ_i for the bias), where a_i is the layer input and δ_i = ∂ log π(a_i|s_i)/∂y_i.
-One forward pass with hooks and one backward pass to the layer outputs give every a_i and
-δ_i, hence without materialising S (B×d):
+An actor is any ``nn.Module`` with ``distribution(obs) -> torch.distributions.Distribution``
+whose ``log_prob(actions)`` gives one log-probability per sample (:class:`natpg.policies.ActorLike`).
+Its trainable parameters are split into *blocks*, each computed by one of two paths:
+
+**Factorised (fast) path.** For a linear layer y = W a + b, the per-sample gradient of log π
+is the rank-1 δ_i a_iᵀ (and δ_i for the bias), where a_i is the layer input and
+δ_i = ∂ log π(a_i|s_i)/∂y_i. One forward pass with hooks and one backward pass to the layer
+outputs give every a_i and δ_i, hence without materialising S (B×d):
 
 - per-sample squared norms ‖s_i‖² = Σ_layers ‖δ_i‖² (‖a_i‖² + 1),
 - weighted sums Σ_i c_i s_i (the policy gradient, the mean score ℓ̄, ...) as one matmul per layer,
 - products S v and the Gram matrix SSᵀ = Σ_layers (δδᵀ) ⊙ (aaᵀ + 1).
 
-A :class:`~natpg.policies.BroadcastParameter` (e.g. the Gaussian log-std) is expanded to
-the batch in the forward pass, so its per-sample gradients are the gradient of that
-expanded tensor. Parameters anywhere else are not supported by this fast path.
+A :class:`~natpg.policies.BroadcastParameter` (e.g. natpg's Gaussian log-std) is expanded to
+the batch in the forward pass, so its per-sample gradients are the gradient of that expanded
+tensor. A layer takes this path when it is called exactly once per forward pass, on a
+(B, in) input, and its parameters are used nowhere else (checked on the autograd graph:
+a weight tied to another layer, or a Linear called twice, goes to the general path).
+
+**General path.** Every other trainable parameter — a plain ``nn.Parameter`` log-std as
+CleanRL and SB3 write it, LayerNorm, Conv2d, Embedding, tied or shared weights, custom
+modules — gets its per-sample gradients from ``torch.func``: ``vmap(grad(log π))`` over the
+samples with ``functional_call``, one (B, *shape) tensor per parameter (memory B·numel).
+Each such parameter tensor is its own block. Samples must not interact inside the actor
+(BatchNorm in training mode, dropout): per-sample scores are then not defined.
+
+The :class:`ScoreBatch` interface is the same for both kinds of block; ``path="factorised"``
+or ``path="general"`` in :func:`compute_scores` forces one path (for tests and timing).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -23,12 +40,14 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from natpg.policies import Actor, BroadcastParameter
+from natpg.policies import BroadcastParameter
 
 __all__ = [
     "ScoreBatch", "compute_scores", "flatten", "unflatten", "trainable_parameters",
-    "fisher_vector_product", "damped_natural_gradient", "distribution_parameters",
+    "fisher_vector_product", "damped_natural_gradient", "distribution_parameters", "per_sample_grads",
 ]
+
+PATHS = ("auto", "factorised", "general")
 
 
 def trainable_parameters(module: nn.Module) -> list[nn.Parameter]:
@@ -50,13 +69,19 @@ def unflatten(vector: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
 
 @dataclass
 class _Block:
-    """One module's share of the scores: a linear layer (input ``a``) or a broadcast parameter."""
+    """One share of the scores: a linear layer (input ``a``), a broadcast parameter, or one
+    parameter tensor of the general path (``delta`` its per-sample gradients)."""
 
-    module: nn.Module
+    module: nn.Module | None
     params: list[nn.Parameter]
     output: Tensor | None = None
-    a: Tensor | None = None  # (B, in) for linear layers, None for broadcast parameters
+    a: Tensor | None = None  # (B, in) for linear layers, None otherwise
     delta: Tensor | None = None  # (B, out) output gradients, or (B, *shape) per-sample grads
+    #: A stable name (module name for layers and broadcast parameters, the parameter's name
+    #: for the general path): the key of per-block state such as K-FAC's running factors.
+    name: str = ""
+    #: "linear", "broadcast" or "general".
+    kind: str = "linear"
 
     @property
     def linear(self) -> bool:
@@ -65,7 +90,7 @@ class _Block:
 
 @dataclass
 class ScoreBatch:
-    """The per-sample scores of a batch in factorised form (see module docstring).
+    """The per-sample scores of a batch, block by block (see module docstring).
 
     ``params`` is the actor's trainable parameter list; every list of tensors returned or
     accepted by this class is aligned with it.
@@ -85,10 +110,14 @@ class ScoreBatch:
             for pi, p in enumerate(block.params):
                 self._index[id(p)] = (bi, pi)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.blocks[0].delta.dtype if self.blocks else self.params[0].dtype
+
     # -- per-sample quantities -------------------------------------------------------------
     def _block_sq_norms(self, block: _Block) -> Tensor:
         d = block.delta.reshape(self.num_samples, -1)
-        dd = (d * d).sum(1)
+        dd = torch.linalg.vector_norm(d, dim=1).square()
         if block.linear:
             aa = (block.a * block.a).sum(1)
             return dd * (aa + (1.0 if len(block.params) == 2 else 0.0))
@@ -96,6 +125,8 @@ class ScoreBatch:
 
     def sq_norms(self) -> Tensor:
         """‖s_i‖² for every sample, shape (B,)."""
+        if not self.blocks:
+            return torch.zeros(self.num_samples, dtype=self.dtype)
         return sum(self._block_sq_norms(b) for b in self.blocks)
 
     def layer_grams(self) -> list[Tensor]:
@@ -113,16 +144,20 @@ class ScoreBatch:
 
     def gram(self) -> Tensor:
         """SSᵀ, shape (B, B)."""
+        if not self.blocks:
+            return torch.zeros(self.num_samples, self.num_samples, dtype=self.dtype)
         return sum(self.layer_grams())
 
     def _block_grads(self, block: _Block, c: Tensor) -> list[Tensor]:
-        d = block.delta.reshape(self.num_samples, -1) * c[:, None]
+        d = block.delta.reshape(self.num_samples, -1)
+        c = c.to(d.dtype)
         if block.linear:
+            d = d * c[:, None]
             grads = [d.T @ block.a]
             if len(block.params) == 2:
                 grads.append(d.sum(0))
             return grads
-        return [d.sum(0).view_as(block.params[0])]
+        return [(c @ d).view_as(block.params[0])]  # a vector-matrix product: no B×d temporary
 
     def weighted_sum(self, c: Tensor | Sequence[Tensor]) -> list[Tensor]:
         """Σ_i c_i s_i as a list aligned with ``params`` (e.g. c = A/B gives the policy gradient).
@@ -139,12 +174,12 @@ class ScoreBatch:
 
     def dot(self, vector: Sequence[Tensor]) -> Tensor:
         """S v: the inner products ⟨s_i, v⟩ for every sample, shape (B,)."""
-        out = torch.zeros(self.num_samples, dtype=self.blocks[0].delta.dtype)
+        out = torch.zeros(self.num_samples, dtype=self.dtype)
         for p, v in zip(self.params, vector):
             block = self.blocks[self._index[id(p)][0]]
             d = block.delta.reshape(self.num_samples, -1)
             if not block.linear:
-                out = out + d @ v.reshape(-1)
+                out = out + d @ v.reshape(-1).to(d.dtype)
             elif p is block.params[0]:
                 out = out + ((block.a @ v.T) * d).sum(1)
             else:
@@ -166,47 +201,142 @@ class ScoreBatch:
         return torch.cat(cols, 1)
 
 
-def compute_scores(actor: Actor, obs: Tensor, actions: Tensor) -> tuple[ScoreBatch, Distribution, Tensor]:
-    """One forward pass (with hooks) and one backward pass to the layer outputs.
+def _parameter_uses(root: Tensor) -> Counter:
+    """How many times each leaf tensor (by id) enters the autograd graph of ``root``: the
+    number of graph edges into its AccumulateGrad node. A parameter of a Linear layer called
+    once and used nowhere else has exactly one."""
+    uses: Counter = Counter()
+    if root.grad_fn is None:
+        return uses
+    seen, stack = {root.grad_fn}, [root.grad_fn]
+    while stack:
+        node = stack.pop()
+        for nxt, _ in node.next_functions:
+            if nxt is None:
+                continue
+            variable = getattr(nxt, "variable", None)
+            if variable is not None:  # AccumulateGrad: a leaf
+                uses[id(variable)] += 1
+            elif nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return uses
 
-    Returns the factorised scores, the distribution at the current parameters and the
+
+class _LogProb(nn.Module):
+    """``actor.distribution(obs).log_prob(actions)`` as a module's forward, for ``functional_call``."""
+
+    def __init__(self, actor: nn.Module):
+        super().__init__()
+        self.actor = actor
+
+    def forward(self, obs: Tensor, actions: Tensor) -> Tensor:
+        return self.actor.distribution(obs).log_prob(actions)
+
+
+def per_sample_grads(actor: nn.Module, obs: Tensor, actions: Tensor, params: Sequence[nn.Parameter]) -> list[Tensor]:
+    """∇ log π(a_i|s_i) with respect to each of ``params``, per sample: a list of
+    (B, *p.shape) tensors, by ``torch.func.vmap(grad(...))`` over the samples with
+    ``functional_call`` (every other parameter and buffer held fixed)."""
+    from torch.func import functional_call, grad, vmap
+
+    wrapper = _LogProb(actor)
+    names = {}
+    for name, p in wrapper.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), name)
+    wanted = {names[id(p)]: p.detach() for p in params}
+
+    def log_prob_one(differentiated: dict[str, Tensor], o: Tensor, a: Tensor) -> Tensor:
+        # Parameters not passed (and buffers) are the module's own; tied ones follow theirs.
+        return functional_call(wrapper, differentiated, (o.unsqueeze(0), a.unsqueeze(0))).sum()
+
+    # Argument validation in torch.distributions branches on tensor values, which vmap cannot
+    # trace; the values were already checked by the batched forward pass.
+    validate = Distribution._validate_args
+    Distribution.set_default_validate_args(False)
+    try:
+        with torch.no_grad():
+            grads = vmap(grad(log_prob_one), in_dims=(None, 0, 0))(wanted, obs.detach(), actions.detach())
+    finally:
+        Distribution.set_default_validate_args(validate)
+    return [grads[names[id(p)]] for p in params]
+
+
+def compute_scores(actor: nn.Module, obs: Tensor, actions: Tensor, *, path: str = "auto") -> tuple[ScoreBatch, Distribution, Tensor]:
+    """Per-sample scores of ``actions`` under ``actor`` at ``obs``: one forward pass (with
+    hooks on Linear layers and broadcast parameters), one backward pass to the layer outputs
+    for the factorised blocks, and ``torch.func`` per-sample gradients for every parameter
+    outside them (see the module docstring).
+
+    ``path``: ``"auto"`` (factorised where possible, general elsewhere), ``"factorised"``
+    (an error if some parameter needs the general path) or ``"general"`` (torch.func for
+    every parameter). Returns the scores, the distribution at the current parameters and the
     log-probabilities of ``actions`` (detached).
     """
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {', '.join(PATHS)}, got {path!r}")
+    n = obs.shape[0]
     params = trainable_parameters(actor)
-    blocks: list[_Block] = []
+    records: list[_Block] = []
     handles = []
+    module_names: dict[int, str] = {}
+    for name, m in actor.named_modules(remove_duplicate=False):
+        module_names.setdefault(id(m), name or "root")
 
     def linear_hook(module, inputs, output):
-        if any(b.module is module for b in blocks):
-            raise ValueError(f"module {module} is called twice in one forward pass; per-sample scores need each layer once")
-        blocks.append(_Block(module, [p for p in (module.weight, module.bias) if p is not None and p.requires_grad], output, inputs[0].detach()))
+        a = inputs[0] if inputs else None
+        fits = isinstance(a, Tensor) and a.dim() == 2 and a.shape[0] == n and output.dim() == 2 and output.requires_grad
+        records.append(_Block(module, [p for p in (module.weight, module.bias) if p is not None and p.requires_grad],
+                              output if fits else None, a.detach() if fits else None, name=module_names[id(module)]))
 
     def broadcast_hook(module, inputs, output):
-        blocks.append(_Block(module, [module.value], output))
+        fits = output.dim() >= 1 and output.shape[0] == n and output.requires_grad
+        records.append(_Block(module, [module.value] if module.value.requires_grad else [], output if fits else None,
+                              name=module_names[id(module)], kind="broadcast"))
 
-    for m in actor.modules():
-        if isinstance(m, nn.Linear):
-            handles.append(m.register_forward_hook(linear_hook))
-        elif isinstance(m, BroadcastParameter):
-            handles.append(m.register_forward_hook(broadcast_hook))
+    if path != "general":
+        for m in actor.modules():
+            if isinstance(m, nn.Linear):
+                handles.append(m.register_forward_hook(linear_hook))
+            elif isinstance(m, BroadcastParameter):
+                handles.append(m.register_forward_hook(broadcast_hook))
     try:
-        dist = actor.distribution(obs)
-        logp = dist.log_prob(actions)
+        with torch.set_grad_enabled(path != "general"):
+            dist = actor.distribution(obs)
+            logp = dist.log_prob(actions)
     finally:
         for h in handles:
             h.remove()
+    if logp.shape != (n,):
+        raise ValueError(f"actor.distribution(obs).log_prob(actions) must have shape ({n},), got {tuple(logp.shape)}")
+
+    blocks: list[_Block] = []
+    if records:
+        uses = _parameter_uses(logp)
+        calls = Counter(id(r.module) for r in records)
+        for r in records:
+            if r.params and r.output is not None and calls[id(r.module)] == 1 and all(uses[id(p)] == 1 for p in r.params):
+                blocks.append(r)
     covered = {id(p) for b in blocks for p in b.params}
-    missing = [p.shape for p in params if id(p) not in covered]
-    if missing:
+    general = [p for p in params if id(p) not in covered]
+    if general and path == "factorised":
+        shapes = [tuple(p.shape) for p in general]
         raise ValueError(
-            "per-sample scores need every actor parameter in an nn.Linear layer or a BroadcastParameter; "
-            f"uncovered parameters of shapes {missing}"
+            f"path='factorised' needs every actor parameter in an nn.Linear layer called once or a BroadcastParameter; "
+            f"parameters of shapes {shapes} are not: use path='auto' (torch.func per-sample gradients for them)"
         )
-    deltas = torch.autograd.grad(logp.sum(), [b.output for b in blocks])
-    for b, d in zip(blocks, deltas):
-        b.delta = d.detach()
-        b.output = None
-    return ScoreBatch(params, blocks, obs.shape[0], obs.detach()), dist, logp.detach()
+    if blocks:
+        deltas = torch.autograd.grad(logp.sum(), [b.output for b in blocks], allow_unused=True)
+        for b, d in zip(blocks, deltas):
+            b.delta = torch.zeros_like(b.output).detach() if d is None else d.detach()
+            b.output = None
+    if general:
+        names = {id(p): name for name, p in actor.named_parameters()}
+        for p, g in zip(general, per_sample_grads(actor, obs, actions, general)):
+            blocks.append(_Block(None, [p], delta=g, name=names.get(id(p), ""), kind="general"))
+    for r in records:
+        r.output = None
+    return ScoreBatch(params, blocks, n, obs.detach()), dist, logp.detach()
 
 
 # -- Fisher-vector products and the exact damped natural gradient -----------------------------
@@ -263,7 +393,7 @@ def _metric(outputs: tuple[Tensor, ...], num: int):
 
 
 def fisher_vector_product(
-    actor: Actor,
+    actor: nn.Module,
     obs: Tensor,
     damping: float = 0.0,
     subsample: float = 1.0,

@@ -33,6 +33,7 @@ from natpg import methods
 from natpg._messages import phrase, setting_value
 from natpg.config import TrainConfig, flag_name, validate
 from natpg.critic_fit import fit_critic
+from natpg.deploy import env_spaces, spaces_record
 from natpg.errors import NumericalError
 from natpg.methods.base import PolicyBatch
 from natpg.policies import Agent, NumpyPolicy
@@ -50,10 +51,18 @@ class TrainResult:
     config: TrainConfig
     run_dir: Path | None
     metrics: list[dict[str, Any]] = field(repr=False, default_factory=list)
+    #: (observation space, action space) of the environment, as it declares them.
+    spaces: tuple | None = field(repr=False, default=None)
 
     @property
     def policy(self):
-        return self.agent.actor
+        """The trained policy, ready to act: ``result.policy.predict(obs)`` (a
+        :class:`natpg.deploy.Policy`, with the saved observation normalisation)."""
+        from natpg.deploy import Policy
+
+        if self.spaces is None:
+            raise ValueError("this TrainResult has no spaces: load the policy with natpg.load(run_dir)")
+        return Policy(self.agent.actor, *self.spaces, obs_norm=self.agent.obs_norm)
 
 
 def final_return(episodes: list[tuple[int, float, int]], steps: int, window: int) -> tuple[float | None, str]:
@@ -222,6 +231,7 @@ def _train(config: TrainConfig, log: RunLog, checkpoint: dict[str, Any] | None, 
         log.event("resume", timesteps=state.timesteps, environment=how)
         _notice(f"resuming {log.run_dir} at step {state.timesteps} of {state.num_updates * T}; environment {how}")
     log.write_config(config.to_dict())
+    log.write_spaces(spaces_record(*env_spaces(state.env)))
     log.open_metrics(state.rows, purge_step=state.timesteps + 1 if checkpoint is not None else None)
     log.remove_summary()  # present again only once the run has ended
 
@@ -289,7 +299,7 @@ def _train(config: TrainConfig, log: RunLog, checkpoint: dict[str, Any] | None, 
     summary = _summary(state, "completed", time.perf_counter() - start)
     log.save_checkpoint(state.to_checkpoint(time.perf_counter() - start))
     log.write_summary(summary)
-    return TrainResult(summary, state.agent, config, log.run_dir, log.rows)
+    return TrainResult(summary, state.agent, config, log.run_dir, log.rows, spaces=env_spaces(state.env))
 
 
 def _metrics_row(

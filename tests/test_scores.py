@@ -47,9 +47,14 @@ def _split(v, params):
     return out
 
 
-def test_uncovered_parameter_is_a_clear_error():
+def test_a_parameter_outside_the_fast_path_takes_the_general_one():
+    """An extra parameter the distribution never uses: zero scores from torch.func, no error;
+    forcing the factorised path is an error that names the fix."""
     actor = tiny_actor("gaussian")
     actor.extra = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
     obs, actions, _ = tiny_batch(actor)
-    with pytest.raises(ValueError, match="uncovered parameters"):
-        compute_scores(actor, obs, actions)
+    scores, _, _ = compute_scores(actor, obs, actions)
+    extra = [b for b in scores.blocks if b.params[0] is actor.extra]
+    assert len(extra) == 1 and extra[0].kind == "general" and not extra[0].delta.any()
+    with pytest.raises(ValueError, match="path='auto'"):
+        compute_scores(actor, obs, actions, path="factorised")

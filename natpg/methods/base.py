@@ -31,7 +31,7 @@ from torch.distributions import kl_divergence
 
 from natpg.errors import InvalidDistributionError
 from natpg.linalg import check_positive
-from natpg.policies import Actor
+from natpg.policies import Actor, check_actor
 from natpg.methods import trust_region
 from natpg.scores import ScoreBatch, compute_scores, damped_natural_gradient, detached, flatten, trainable_parameters
 
@@ -46,13 +46,13 @@ def _describe(name: str, value: Any) -> str:
 
 def check_policy_inputs(obs: Tensor, actions: Tensor, advantages: Tensor | None = None) -> None:
     """The shapes and dtypes every actor update needs, or a ValueError naming the expected ones:
-    ``obs`` (B, obs_dim) floating, ``actions`` B rows ((B,) integer for a discrete actor,
+    ``obs`` (B, obs_dim) floating (or (B, *obs_shape), e.g. images, for an actor that takes them), ``actions`` B rows ((B,) integer for a discrete actor,
     (B, act_dim) floating for a continuous one: :func:`check_actions_fit` checks that against
     the actor), ``advantages`` (B,) floating."""
     for name, value in (("obs", obs), ("actions", actions), ("advantages", advantages)):
         if value is not None and not isinstance(value, Tensor):
             raise ValueError(f"{_describe(name, value)}: expected a torch.Tensor (torch.as_tensor converts arrays)")
-    if obs.dim() != 2 or not obs.is_floating_point():
+    if obs.dim() < 2 or not obs.is_floating_point():
         raise ValueError(f"{_describe('obs', obs)}: expected a floating (B, obs_dim) tensor, one row per sample")
     n = obs.shape[0]
     if actions.dim() not in (1, 2) or actions.shape[0] != n:
@@ -189,6 +189,7 @@ class UpdateRule(ABC):
         """``max_kl`` (δ): None takes the rule's own step; a number replaces it by the
         shared trust-region step (:mod:`natpg.methods.trust_region`): the rule's step as a
         direction, scaled to the KL radius δ and backtracked on the realised KL and the surrogate."""
+        check_actor(actor)
         self.actor = actor
         self.params = trainable_parameters(actor)
         self.lr = check_positive("lr", lr)
@@ -210,6 +211,17 @@ class UpdateRule(ABC):
     @abstractmethod
     def _step(self, batch: PolicyBatch) -> dict[str, float]:
         """Change the actor's parameters using ``batch``; return the rule's own diagnostics."""
+
+    def precondition_grads(self, obs: Tensor, actions: Tensor, advantages: Tensor | None = None) -> dict[str, float]:
+        """Rules with a closure over the batch (``trpo``'s line search, ``rat``'s Kaczmarz
+        epochs, ``smac-single``'s sequential steps) cannot be a ``.grad`` preconditioner: in
+        your own loop, call ``rule.update(PolicyBatch(obs, actions, advantages))`` instead,
+        which steps the actor in place (no ``loss.backward()``, no optimizer step)."""
+        raise TypeError(
+            f"{self.name or type(self).__name__} takes its step with a closure over the batch, not through .grad: "
+            f"call rule.update(PolicyBatch(obs, actions, advantages)) (from natpg.methods import PolicyBatch) "
+            f"in place of loss.backward(); rule.precondition_grads(...); optimizer.step()"
+        )
 
     def _apply(self, batch: PolicyBatch) -> dict[str, float]:
         """The rule's own step, or, with ``max_kl``, the shared trust-region step along it."""

@@ -20,10 +20,16 @@ layer, coefficients ``c_i`` and the layer step ``lr · (1/m) Σ_i c_i G_i``:
   it when λ ≫ K.
 
 Normalisation ``1/m``: in their large-damping limits (c → ∞, λ → ∞) both variants are then
-exactly SGD at ``lr`` on the policy gradient, whatever the microbatch size. Parameters
-outside linear layers (the Gaussian log-std) take the plain policy gradient
-``(1/m) Σ_i A_i s_i`` — the authors' code drops the advantage there, which we read as a bug
-and do not copy. As in the paper: no importance ratio, no clipping, one pass over the
+exactly SGD at ``lr`` on the policy gradient, whatever the microbatch size.
+
+Blocks other than linear layers: natpg's own Gaussian log-std (a
+:class:`~natpg.policies.BroadcastParameter`) takes the plain policy gradient
+``(1/m) Σ_i A_i s_i``, as in the paper's setting — the authors' code drops the advantage
+there, which we read as a bug and do not copy. Every other parameter tensor outside a
+factorised Linear layer (a plain ``nn.Parameter`` log-std, LayerNorm, Conv2d, Embedding, a
+Linear used twice; :mod:`natpg.scores`' general path) is **its own layer**: its Gram matrix
+``⟨s_i, s_j⟩`` over that tensor's entries, from its per-sample gradients, takes the place
+of ``(δ_i·δ_j)(a_i·a_j + 1)``. As in the paper: no importance ratio, no clipping, one pass over the
 rollout, one plain SGD step per microbatch.
 
 ``standardize_advantages`` (per microbatch: centre, divide by RMS, as GRPO's group
@@ -65,9 +71,10 @@ def fisher_norms_sq(gram: Tensor, probes: Tensor | None = None) -> Tensor:
 
 
 class _Layerwise(PreconditionedRule):
-    """Shared machinery: per microbatch, one coefficient vector c per linear layer (the
-    subclass's transform of the advantages), ``A/m`` for parameters outside linear layers
-    (the plain policy gradient); step ``lr · Σ_i c_i s_i`` block by block."""
+    """Shared machinery: per microbatch, one coefficient vector c per layer (the subclass's
+    transform of the advantages; a layer is a Linear layer or a general-path parameter
+    tensor), ``A/m`` for broadcast parameters (the plain policy gradient); step
+    ``lr · Σ_i c_i s_i`` block by block."""
 
     def __init__(self, actor, *, lr: float, batch_size: int | None, ema_decay: float, standardize_advantages: bool, **shared: Any):
         super().__init__(actor, lr=lr, batch_size=batch_size, **shared)
@@ -75,7 +82,7 @@ class _Layerwise(PreconditionedRule):
         if not 0.0 <= float(ema_decay) < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay!r}")
         self.ema_decay = float(ema_decay)
-        self.ema: list[float] = []  # one running average per linear layer, forward order
+        self.ema: list[float] = []  # one running average per layer, in block order
 
     def _ema(self, layer: int, value: float) -> float:
         if layer == len(self.ema):
@@ -98,7 +105,7 @@ class _Layerwise(PreconditionedRule):
             advantages = advantages / (advantages.pow(2).mean().sqrt() + 1e-8)
         coefs, stats, layer = [], [], 0
         for block, gram in zip(scores.blocks, scores.layer_grams()):
-            if not block.linear:
+            if block.kind == "broadcast":
                 coefs.append(advantages / m)
                 continue
             c, stat = self._coefficients(layer, gram, advantages)

@@ -11,9 +11,13 @@ the Kronecker product (ACKTR's unfactored damping):
 
     (A ⊗ G + λI)⁻¹ ∇W  =  Q_G [ (Q_Gᵀ ∇W̄ Q_A) ⊘ (λ_G λ_Aᵀ + λ) ] Q_Aᵀ
 
-(∇W̄ = [∇W | ∇b]). Parameters outside linear layers — the Gaussian log-std — get a diagonal
-Fisher, the running average of their squared per-sample scores under sampled actions (for a
-state-independent log-std the exact value is 2 per dimension). The step is rescaled as in
+(∇W̄ = [∇W | ∇b]). Kronecker factors need a Linear layer on the factorised path of
+:mod:`natpg.scores` (called once, parameters not shared). Every other parameter tensor — the
+Gaussian log-std (natpg's BroadcastParameter or a plain ``nn.Parameter``), LayerNorm, Conv2d,
+Embedding, a Linear used twice or tied to another — falls back to a **diagonal Fisher
+block**: the running average of its squared per-sample scores under sampled actions (for a
+state-independent log-std the exact value is 2 per dimension), ``(diag + λ)⁻¹`` applied
+elementwise. The step is rescaled as in
 ACKTR so that ``lr² ĝᵀg ≤ kl_clip`` (ĝ the preconditioned gradient; ``lr² ĝᵀg`` is twice the
 quadratic KL of a step ``lr·ĝ``), then taken by SGD with momentum (step ``lr·(1−momentum)``,
 ACKTR's convention).
@@ -75,7 +79,7 @@ class KFAC(PreconditionedRule):
     """ACKTR-style K-FAC natural gradient with a KL-clipped step."""
 
     name = "kfac"
-    summary = "K-FAC (ACKTR): Kronecker-factored Fisher of sampled actions per linear layer, KL-clipped step"
+    summary = "K-FAC (ACKTR): Kronecker-factored Fisher of sampled actions per linear layer (diagonal elsewhere), KL-clipped step"
 
     def __init__(
         self,
@@ -106,7 +110,6 @@ class KFAC(PreconditionedRule):
         super().__init__(actor, lr=lr, batch_size=batch_size, **shared)
         self.kl_clip = check_positive("kl_clip", kl_clip)
         self.damping = check_positive("damping", damping)
-        self._names = {id(m): name or "root" for name, m in actor.named_modules()}
         #: Running factor statistics: module name -> {"A", "G"} (linear) or {"D"} (diagonal).
         self.factors: dict[str, dict[str, Tensor]] = {}
         self.failures_total = 0
@@ -117,25 +120,25 @@ class KFAC(PreconditionedRule):
 
     # -- statistics ---------------------------------------------------------------------------
     @staticmethod
-    def batch_statistics(scores: ScoreBatch) -> dict[int, dict[str, Tensor]]:
-        """Factor statistics of one batch of scores (of sampled actions), keyed by id(module)."""
+    def batch_statistics(scores: ScoreBatch) -> dict[str, dict[str, Tensor]]:
+        """Factor statistics of one batch of scores (of sampled actions), keyed by block name:
+        ``{"A", "G"}`` for a linear layer, ``{"D"}`` (diagonal) for any other block."""
         n = scores.num_samples
-        out: dict[int, dict[str, Tensor]] = {}
+        out: dict[str, dict[str, Tensor]] = {}
         for block in scores.blocks:
             delta = block.delta.reshape(n, -1).to(torch.float64)
             if block.linear:
                 a = block.a.to(torch.float64)
                 if len(block.params) == 2:
                     a = torch.cat([a, torch.ones(n, 1, dtype=a.dtype)], 1)
-                out[id(block.module)] = {"A": a.T @ a / n, "G": delta.T @ delta / n}
+                out[block.name] = {"A": a.T @ a / n, "G": delta.T @ delta / n}
             else:
-                out[id(block.module)] = {"D": (delta * delta).mean(0)}
+                out[block.name] = {"D": (delta * delta).mean(0)}
         return out
 
-    def _accumulate(self, batch_stats: dict[int, dict[str, Tensor]]) -> int:
+    def _accumulate(self, batch_stats: dict[str, dict[str, Tensor]]) -> int:
         failures = 0
-        for module_id, stats in batch_stats.items():
-            name = self._names[module_id]
+        for name, stats in batch_stats.items():
             running = self.factors.setdefault(name, {})
             for key, value in stats.items():
                 if not bool(torch.isfinite(value).all()):
@@ -185,7 +188,7 @@ class KFAC(PreconditionedRule):
             start += p.numel()
         natural = grad.clone()
         for block in scores.blocks:
-            name = self._names[id(block.module)]
+            name = block.name
             if block.linear:
                 w = block.params[0]
                 ws, wn = offsets[id(w)]

@@ -16,7 +16,8 @@ Two interchangeable backends compute the per-sample score and take the step:
   matrix-vector product per layer forward and back, a rank-1 in-place update per layer —
   written into the parameters' memory directly. About 10× faster than autograd at the
   paper's network size, because a single sample is all per-call overhead.
-- ``autograd``: any actor, one ``torch.autograd.grad`` of ``log π(a_i|s_i)`` per sample.
+- ``autograd``: any actor (:class:`~natpg.policies.ActorLike`), one ``torch.autograd.grad``
+  of ``distribution(obs_i).log_prob(a_i)`` per sample.
 
 ``auto`` takes ``mlp`` when the actor is one it supports. Tests check that both give the
 same parameters as a dense float64 reference, step by step.
@@ -165,7 +166,7 @@ def _autograd_sweep(actor: Actor, obs: Tensor, actions: Tensor, advantages: Tens
     adv = advantages.detach().double().tolist()
     sq_norms = torch.empty(len(adv), dtype=torch.float64)
     for i in range(len(adv)):
-        logp = actor.log_prob(obs[i : i + 1], actions[i : i + 1]).sum()
+        logp = actor.distribution(obs[i : i + 1]).log_prob(actions[i : i + 1]).sum()
         grads = torch.autograd.grad(logp, params, allow_unused=True)
         pairs = [(p, g) for p, g in zip(params, grads) if g is not None]
         sq = float(sum(g.pow(2).sum() for _, g in pairs)) if pairs else 0.0
