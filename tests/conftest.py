@@ -46,6 +46,22 @@ def dense_scores(actor, obs, actions):
     return torch.stack(rows)
 
 
+def assert_layer_grams_match_dense(scores, S):
+    """Each block's Gram matrix is the Gram matrix of that block's columns of the dense
+    (float64, one autograd call per sample) scores S; together the blocks cover every column once."""
+    columns, o = {}, 0
+    for p in scores.params:
+        columns[id(p)] = torch.arange(o, o + p.numel())
+        o += p.numel()
+    covered = torch.zeros(S.shape[1], dtype=torch.bool)
+    for block, gram in zip(scores.blocks, scores.layer_grams()):
+        cols = torch.cat([columns[id(p)] for p in block.params])
+        assert not covered[cols].any(), "a parameter in two blocks"
+        covered[cols] = True
+        torch.testing.assert_close(gram, S[:, cols] @ S[:, cols].T, rtol=1e-10, atol=1e-12)
+    assert covered.all(), "a parameter in no block"
+
+
 # -- the two wordings of messages: --flags on the command line, keywords from Python ----------
 
 _PYTHON_NAMES = {"--steps": "total_steps", "--env": "env_id"}

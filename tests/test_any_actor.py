@@ -9,7 +9,7 @@ from natpg import methods
 from natpg.methods import PolicyBatch, PreconditionedRule
 from natpg.scores import compute_scores, flatten
 from tests.actor_kinds import KINDS, make_actor, make_batch
-from tests.conftest import dense_scores, tiny_actor, tiny_batch
+from tests.conftest import assert_layer_grams_match_dense, dense_scores, tiny_actor, tiny_batch
 
 ALL_KINDS = sorted(KINDS)
 
@@ -17,13 +17,6 @@ ALL_KINDS = sorted(KINDS)
 def _flat(actor):
     return flatten([p.detach() for p in actor.parameters() if p.requires_grad]).clone()
 
-
-def _columns(params):
-    out, o = {}, 0
-    for p in params:
-        out[id(p)] = torch.arange(o, o + p.numel())
-        o += p.numel()
-    return out
 
 
 def _check_against_dense(scores, S, adv):
@@ -37,14 +30,7 @@ def _check_against_dense(scores, S, adv):
         pieces.append(v[o : o + p.numel()].view_as(p))
         o += p.numel()
     torch.testing.assert_close(scores.dot(pieces), S @ v, rtol=1e-10, atol=1e-12)
-    columns = _columns(scores.params)
-    covered = torch.zeros(S.shape[1], dtype=torch.bool)
-    for block, gram in zip(scores.blocks, scores.layer_grams()):
-        cols = torch.cat([columns[id(p)] for p in block.params])
-        assert not covered[cols].any(), "a parameter in two blocks"
-        covered[cols] = True
-        torch.testing.assert_close(gram, S[:, cols] @ S[:, cols].T, rtol=1e-10, atol=1e-12)
-    assert covered.all(), "a parameter in no block"
+    assert_layer_grams_match_dense(scores, S)
 
 
 @pytest.mark.parametrize("path", ["auto", "general"])

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from natpg.scores import compute_scores, flatten
-from tests.conftest import dense_scores, tiny_actor, tiny_batch
+from tests.conftest import assert_layer_grams_match_dense, dense_scores, tiny_actor, tiny_batch
 
 
 @pytest.mark.parametrize("kind", ["categorical", "gaussian"])
@@ -18,25 +18,8 @@ def test_factorised_scores_match_dense(kind):
     v = torch.randn(S.shape[1], dtype=torch.float64)
     vs = [t.clone() for t in _split(v, scores.params)]
     torch.testing.assert_close(scores.dot(vs), S @ v)
-    # Each layer's Gram matrix is the Gram matrix of that layer's columns of the dense
-    # (float64, one autograd call per sample) scores; together they cover every column once.
-    columns = _columns(scores.params)
-    covered = torch.zeros(S.shape[1], dtype=torch.bool)
-    for block, gram in zip(scores.blocks, scores.layer_grams()):
-        cols = torch.cat([columns[id(p)] for p in block.params])
-        assert not covered[cols].any(), "a parameter in two blocks"
-        covered[cols] = True
-        torch.testing.assert_close(gram, S[:, cols] @ S[:, cols].T, rtol=1e-10, atol=1e-12)
-    assert covered.all(), "a parameter in no block"
+    assert_layer_grams_match_dense(scores, S)
 
-
-def _columns(params):
-    """The columns of each parameter in the flat score vector, by id."""
-    out, o = {}, 0
-    for p in params:
-        out[id(p)] = torch.arange(o, o + p.numel())
-        o += p.numel()
-    return out
 
 
 def _split(v, params):
