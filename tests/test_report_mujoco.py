@@ -4,10 +4,12 @@ marker, steps to our thresholds, the per-task curves and the anchors table."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from natpg.bench import anchors, report
@@ -134,3 +136,19 @@ def test_sixteen_methods_get_sixteen_distinct_styles_and_the_title_counts_seeds(
     assert report.seeds_phrase([3, 3]) == "mean ± std over 3 seeds"
     assert report.seeds_phrase([1]) == "1 seed (no band)"
     assert report.seeds_phrase([2, 3]).startswith("mean ± std over 2–3 seeds")
+
+
+def test_step_size_table_pools_the_updates_of_every_seed(tmp_path):
+    from natpg.bench.report import Run, step_size_table
+
+    def run(seed, kl, accepted, scale):
+        r = Run("Hopper-v5", "smac", seed, tmp_path, "done")
+        r._metrics = {"kl": np.array(kl), "ls_accepted": np.array(accepted), "tr_scale": np.array(scale)}
+        return r
+
+    md, text = step_size_table([run(0, [0.001, 0.004], [1.0, 1.0], [2.0, 4.0]), run(1, [0.009, float("nan")], [0.0, 1.0], [1.0, 3.0])])
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == 1 and rows[0]["method"] == "smac" and rows[0]["seeds"] == "2" and rows[0]["updates"] == "3"
+    assert float(rows[0]["kl_median"]) == pytest.approx(0.004) and float(rows[0]["kl_max"]) == pytest.approx(0.009)
+    assert float(rows[0]["accepted_fraction"]) == pytest.approx(0.75) and float(rows[0]["tr_scale_median"]) == pytest.approx(2.5)
+    assert "| Hopper-v5 | `smac` | 2 | 3 |" in md

@@ -21,7 +21,6 @@ def test_factorised_scores_match_dense(kind):
     assert_layer_grams_match_dense(scores, S)
 
 
-
 def _split(v, params):
     out, o = [], 0
     for p in params:

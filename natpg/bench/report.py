@@ -778,6 +778,40 @@ def _anchors(groups: dict[tuple[str, str], FinalReturns], target: int) -> str | 
     return anchors_table(best[False], best[True], _env_order({env for env, _ in groups}))
 
 
+def step_size_table(runs: list[Run]) -> tuple[str, str] | None:
+    """``step_size.md`` / ``.csv``: how long the actor's steps were, per env × method, pooled over
+    the updates of every completed seed: median and max realised KL(π_old‖π_new) on the batch,
+    the fraction of updates the line search accepted (trust-region rules and TRPO) and the
+    median scale β of the trust region relative to the rule's own step."""
+    done = [r for r in runs if r.status == "done" and "kl" in r.metrics()]
+    if not done:
+        return None
+    rows, csv_rows = [], []
+    for env in _env_order({r.env_id for r in done}):
+        for m in _method_order({r.label for r in done if r.env_id == env}):
+            group = [r for r in done if r.env_id == env and r.label == m]
+
+            def pooled(column: str) -> np.ndarray:
+                values = [r.metrics()[column] for r in group if column in r.metrics()]
+                return np.concatenate(values) if values else np.array([])
+
+            kl, accepted, scale = pooled("kl"), pooled("ls_accepted"), pooled("tr_scale")
+            kl = kl[np.isfinite(kl)]
+            if not kl.size:
+                continue
+            acc = float(np.nanmean(accepted)) if accepted.size else math.nan
+            beta = float(np.nanmedian(scale)) if scale.size else math.nan
+            med, top = float(np.median(kl)), float(np.max(kl))
+            rows.append([env, f"`{m}`", str(len(group)), str(kl.size), fmt(med, 4), fmt(top, 4),
+                         "–" if math.isnan(acc) else fmt(acc, 3), "–" if math.isnan(beta) else fmt(beta, 3)])
+            csv_rows.append([env, m, len(group), kl.size, med, top, acc, beta])
+    md = ("Realised KL(π_old‖π_new) per actor update on its batch, pooled over the updates of the completed seeds; "
+          "*accepted*: fraction of updates whose line search found a step (trust-region rules and TRPO); "
+          "*β*: median scale of the trust-region step relative to the rule's own step (> 1 lengthens it).\n\n"
+          + md_table(["env", "method", "seeds", "updates", "median KL", "max KL", "accepted", "β"], rows))
+    return md, csv_text(["env", "method", "seeds", "updates", "kl_median", "kl_max", "accepted_fraction", "tr_scale_median"], csv_rows)
+
+
 def write_report(dirs: Iterable[str | Path], out: str | Path, plots: bool = True) -> list[Path]:
     dirs = [Path(d) for d in dirs]
     out = Path(out)
@@ -810,6 +844,10 @@ def write_report(dirs: Iterable[str | Path], out: str | Path, plots: bool = True
     put("timing.csv", tm_csv)
     st_md = status_table(runs)
     put("status.md", st_md)
+    step_size = step_size_table(runs)
+    if step_size:
+        put("step_size.md", step_size[0])
+        put("step_size.csv", step_size[1])
     labels = {r.label for r in runs}
     cmp_md = comparison_table(runs, "smac", tuple(m for m in ("ac-sgd-matched", "ac-sgd", "ac-cg", *SB3_METHODS) if m in labels))
     if cmp_md:
