@@ -1,6 +1,5 @@
 """The exact damped empirical-Fisher natural gradient (ef-exact) and the exact_cosine diagnostic."""
 
-import math
 
 import pytest
 import torch
