@@ -7,14 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from gymnasium import spaces
 
 from natpg._messages import setting_name
 from natpg.config import Range, TrainConfig, resolve_config
 from natpg.deploy import env_spaces, load, read_spaces
-from natpg.envs import VectorEnv
-from natpg.policies import Agent, NumpyPolicy
+from natpg.envs import VectorEnv, env_factory, python_env_label
+from natpg.policies import Agent, rollout_policy
 from natpg.runlog import read_checkpoint
+from natpg.train_state import Components
 from natpg.trainer import TrainResult
 from natpg.trainer import train as _train
 
@@ -22,11 +24,13 @@ __all__ = ["train", "evaluate", "load_run", "load"]
 
 
 def train(
-    env_id: str,
+    env: Any = None,
     method: str = "smac",
     total_steps: int = 100_000,
     seed: int = 0,
     *,
+    actor: Any = None,
+    critic: Any = None,
     preset: str | None = None,
     out: str | Path | None = None,
     progress: bool = False,
@@ -34,7 +38,21 @@ def train(
     overwrite: bool = False,
     **hyperparameters: Any,
 ) -> TrainResult:
-    """Train ``method`` on the Gymnasium environment ``env_id``.
+    """Train ``method`` on the Gymnasium environment ``env``.
+
+    ``env``: a registered id (``"CartPole-v1"``, ``"module:MyEnv-v0"``), a ``gymnasium.Env``
+    instance (with ``num_envs=1``; natpg closes it at the end) or a factory, a function
+    returning a new env (called ``num_envs`` times). An env given as an object is recorded as
+    ``<python>:Name`` in config.json; ``natpg.evaluate`` cannot rebuild it, but
+    ``natpg.load(run)`` needs no env.
+
+    ``actor`` / ``critic``: your own networks instead of natpg's MLPs (or CNNs, for uint8/bool
+    image observations): an ``nn.Module``, or a factory ``f(observation_space, action_space)``
+    returning one. The actor needs ``distribution(obs) -> torch.distributions.Distribution``
+    (:class:`natpg.policies.ActorLike`); the critic maps a (B, *obs_shape) float batch to (B,)
+    values. They see raw observations as float32 (normalised with ``normalize_obs=True``), act
+    in the rollout through ``actor.distribution(obs).sample()`` under ``torch.inference_mode``,
+    and are saved in the checkpoint; to resume, pass the same ``actor``/``critic`` again.
 
     ``hyperparameters`` take the CLI's names in snake_case: trainer settings
     (``rollout_steps=1000``, ``hidden=(64, 64)``, ``critic_lr``, ``gamma``, ...) and the
@@ -50,18 +68,32 @@ def train(
     updates keep going non-finite, and :class:`natpg.envs.EnvironmentFault` when the
     environment returns NaN/inf (unless ``skip_nonfinite=True``).
     """
+    if "env_id" in hyperparameters:  # the name of the first argument before natpg 0.2
+        if env is not None:
+            raise ValueError("pass the environment once: env or env_id, not both")
+        env = hyperparameters.pop("env_id")
+    if env is None:
+        raise ValueError("natpg.train needs an environment: a Gymnasium id, a gymnasium.Env or a function returning one")
+    env_fn = None
+    if not isinstance(env, str):
+        env_fn = env_factory(env, int(hyperparameters.get("num_envs", 1)))
+        env_id = python_env_label(env)
+    else:
+        env_id = env
     config = resolve_config(env_id, method, preset, total_steps=total_steps, seed=seed, **hyperparameters)
-    return _train(config, run_dir=out, progress=progress, resume=resume, overwrite=overwrite)
+    components = Components(env_fn, actor, critic) if (env_fn or actor is not None or critic is not None) else None
+    return _train(config, run_dir=out, progress=progress, resume=resume, overwrite=overwrite, components=components)
 
 
-def load_run(run_dir: str | Path) -> tuple[TrainConfig, Agent]:
+def load_run(run_dir: str | Path, *, actor: Any = None, critic: Any = None) -> tuple[TrainConfig, Agent]:
     """The config and trained agent (actor, critic, normaliser) of a run directory. For
-    acting, :func:`natpg.load` gives a ready :class:`~natpg.deploy.Policy`."""
-    config, agent, _ = _load(run_dir)
+    acting, :func:`natpg.load` gives a ready :class:`~natpg.deploy.Policy`. A run trained
+    with your own ``actor`` / ``critic`` needs them (or their factories) again."""
+    config, agent, _ = _load(run_dir, actor=actor, critic=critic)
     return config, agent
 
 
-def _load(run_dir: str | Path) -> tuple[TrainConfig, Agent, tuple[Any, Any]]:
+def _load(run_dir: str | Path, actor: Any = None, critic: Any = None) -> tuple[TrainConfig, Agent, tuple[Any, Any]]:
     """(config, agent, (observation space, action space)) of a run directory. The spaces come
     from its spaces.json; only a run written before that file existed rebuilds the env."""
     run_dir = Path(run_dir)
@@ -80,11 +112,25 @@ def _load(run_dir: str | Path) -> tuple[TrainConfig, Agent, tuple[Any, Any]]:
         env.close()
     observation_space, action_space = stored
     policy_actions = spaces.Discrete(int(action_space.n)) if isinstance(action_space, spaces.Discrete) else action_space
-    agent = Agent(int(observation_space.shape[0]), policy_actions, config.hidden, config.activation, config.normalize_obs,
-                  config.log_std_init)
     state = read_checkpoint(ckpt_path)
-    agent.load_state_dict(state["agent"])
+    saved = state.get("custom") or {}
+    if saved.get("actor") and actor is None:
+        raise ValueError(f"{run_dir} was trained with your own actor ({saved['actor']}): pass it again, "
+                         f"natpg.load({str(run_dir)!r}, actor=...) (a module of the same architecture, or its factory)")
+    skip_critic = bool(saved.get("critic")) and critic is None  # not needed to act
+    agent = Agent(int(np.prod(observation_space.shape)), policy_actions, config.hidden, config.activation, config.normalize_obs,
+                  config.log_std_init, observation_space=observation_space, actor=actor,
+                  critic=_StateOnly() if skip_critic else critic)
+    weights = state["agent"]
+    if skip_critic:
+        weights = {k: v for k, v in weights.items() if not k.startswith("critic.")}
+    agent.load_state_dict(weights)
     return config, agent, stored
+
+
+class _StateOnly(torch.nn.Module):
+    """A stand-in for a user's critic that was not passed to :func:`load_run`: acting needs
+    only the actor (calling this critic is an error)."""
 
 
 def evaluate(run_dir: str | Path, episodes: int = 10, seed: int = 10_000, deterministic: bool = True) -> dict[str, Any]:
@@ -94,7 +140,7 @@ def evaluate(run_dir: str | Path, episodes: int = 10, seed: int = 10_000, determ
     Range("int", 0, 2**32 - 1).check(setting_name("seed"), seed)
     config, agent = load_run(run_dir)
     env = VectorEnv(config.env_id, 1, seed, config.max_episode_steps)
-    policy = NumpyPolicy(agent)
+    policy = rollout_policy(agent, env.spec.action_space)
     rng = np.random.default_rng(seed)
     returns: list[float] = []
     while len(returns) < episodes:

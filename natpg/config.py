@@ -339,9 +339,9 @@ def validate(config: TrainConfig) -> None:
     creating it), the method and its hyperparameters (types, ranges, the rule's own
     constructor checks on a stand-in actor) and the relations between settings.
     """
-    from natpg.envs import check_env_id
+    from natpg.envs import check_env_id, is_python_env
 
-    if isinstance(config.env_id, str):
+    if isinstance(config.env_id, str) and not is_python_env(config.env_id):
         check_env_id(config.env_id)  # first: a ``module:EnvId`` module may also register update rules
     ranges = _trainer_ranges()
     hints = typing.get_type_hints(TrainConfig)
@@ -404,9 +404,10 @@ def resolve_config(env_id: str, method: str = "smac", preset: str | None = None,
     method's hyperparameters (``lr``, ``damping``, ...); anything else is an error. The result
     is validated (:func:`validate`): a bad value raises ValueError before any environment exists.
     """
-    from natpg.envs import check_env_id
+    from natpg.envs import check_env_id, is_python_env
 
-    check_env_id(env_id)  # first: a ``module:EnvId`` module may also register update rules
+    if not is_python_env(env_id):  # (an env given as a Python object: natpg.train(env=...))
+        check_env_id(env_id)  # first: a ``module:EnvId`` module may also register update rules
     rule = _check_method_name(method)
     accepted = rule.hyperparameters()
     trainer_names = trainer_field_names()

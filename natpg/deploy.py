@@ -184,10 +184,12 @@ class Policy(nn.Module):
         return actions[0] if single else actions
 
 
-def load(run_dir: str | Path) -> Policy:
+def load(run_dir: str | Path, actor: Any = None) -> Policy:
     """The trained policy of a run directory, ready to ``predict`` (no environment needed
-    when the run stored its spaces, as every run since natpg 0.1 with ``spaces.json`` does)."""
+    when the run stored its spaces, as every run since natpg 0.1 with ``spaces.json`` does).
+    A run trained with your own ``actor`` needs it again: a module of the same architecture
+    (its weights are replaced by the run's), or its factory ``f(observation_space, action_space)``."""
     from natpg.api import _load
 
-    _, agent, (observation_space, action_space) = _load(run_dir)
+    _, agent, (observation_space, action_space) = _load(run_dir, actor=actor)
     return Policy(agent.actor, observation_space, action_space, agent.obs_norm)

@@ -26,7 +26,43 @@ from natpg._messages import did_you_mean, setting_name, setting_value
 
 __all__ = [
     "EnvSpec", "EnvironmentFault", "NonFinitePolicy", "check_env_id", "make_env", "VectorEnv", "describe_space", "check_spaces",
+    "PYTHON_ENV", "is_python_env", "python_env_label", "env_factory",
 ]
+
+#: The prefix of the ``env_id`` recorded for an environment given as a Python object or
+#: factory (``natpg.train(env=...)``): ``<python>:CartPole-v1``. Such an id names the env in
+#: config.json and summaries; it cannot be made again from the id alone.
+PYTHON_ENV = "<python>:"
+
+
+def is_python_env(env_id: Any) -> bool:
+    return isinstance(env_id, str) and env_id.startswith(PYTHON_ENV)
+
+
+def python_env_label(env: Any) -> str:
+    """The recorded id of a ``gymnasium.Env`` instance or factory: its registered id if it has
+    one, else its class (instance) or function name (factory), behind :data:`PYTHON_ENV`."""
+    if isinstance(env, gym.Env):
+        spec = getattr(env, "spec", None)
+        name = spec.id if spec is not None and spec.id else type(env.unwrapped).__name__
+    else:
+        name = getattr(env, "__name__", type(env).__name__)
+    return PYTHON_ENV + name
+
+
+def env_factory(env: Any, num_envs: int):
+    """A factory of ``num_envs`` environments from a ``gymnasium.Env`` instance (only for
+    ``num_envs=1``: an instance cannot be copied safely) or a factory (returned as it is)."""
+    if isinstance(env, gym.Env):
+        if num_envs != 1:
+            raise ValueError(
+                f"an environment instance is one environment, but {setting_value('num_envs', num_envs)}; "
+                "pass a factory instead (a function returning a new env, e.g. lambda: MyEnv())"
+            )
+        return lambda: env
+    if callable(env):
+        return env
+    raise ValueError(f"env must be a Gymnasium id, a gymnasium.Env or a function returning one, got {type(env).__name__}")
 
 try:  # the clip ufunc itself: np.clip's Python wrapper layers cost ~1.5 µs a call
     from numpy._core.umath import clip as _clip
@@ -78,6 +114,11 @@ def check_env_id(env_id: str, setting: str = "env_id") -> str:
     for natpg bench). Creates no environment."""
     if not isinstance(env_id, str) or not env_id:
         raise ValueError(f"{setting_name(setting)} must be a Gymnasium id such as CartPole-v1, got {env_id!r}")
+    if is_python_env(env_id):
+        raise ValueError(
+            f"{setting_value(setting, env_id, quote=True)}: this run's environment was given as a Python object or factory; "
+            "it cannot be made from its id: pass it again (natpg.train(env=...))"
+        )
     name = _import_module_of(env_id, setting)
     if name not in gym.registry:
         hint = did_you_mean(name, gym.registry)
@@ -95,17 +136,24 @@ def describe_space(space: spaces.Space) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-_SUPPORTED = "natpg's MLP policies support 1-D Box observations and Discrete or 1-D Box actions"
+_SUPPORTED = (
+    "natpg's policies support 1-D Box observations (MLP), uint8 or bool images H×W×C or C×H×W (CNN), "
+    "and Discrete or 1-D Box actions"
+)
 
 
 def check_spaces(env_id: str, observation_space: spaces.Space, action_space: spaces.Space) -> None:
-    """Refuse, with a message naming the space, what the MLP actors cannot handle."""
+    """Refuse, with a message naming the space, what natpg's actors cannot handle."""
+    from natpg.policies import is_image_space
+
     obs = observation_space
-    if isinstance(obs, spaces.Box) and len(obs.shape) >= 2:
+    if isinstance(obs, spaces.Box) and len(obs.shape) >= 2 and not is_image_space(obs):
         raise ValueError(
-            f"env {env_id!r} has image-like observations {describe_space(obs)} ({len(obs.shape)}-D); {_SUPPORTED}: "
-            "there is no CNN policy — wrap the env with a feature extractor, or FlattenObservation for small arrays"
+            f"env {env_id!r} has image-like observations {describe_space(obs)} ({len(obs.shape)}-D, {obs.dtype}); {_SUPPORTED}: "
+            "give images as a 3-D uint8 or bool Box, wrap the env with a feature extractor, or FlattenObservation for small arrays"
         )
+    if is_image_space(obs):
+        obs = spaces.Box(0, 1, (1,), np.float32)  # checked; the action checks below still apply
     if not (isinstance(obs, spaces.Box) and len(obs.shape) == 1):
         kind = type(obs).__name__
         fix = (
@@ -163,6 +211,23 @@ def _route_mujoco_warnings() -> None:
     mujoco.set_mju_user_warning(handler)
 
 
+def _from_factory(factory, label: str, max_episode_steps: int | None) -> gym.Env:
+    """One env from a user's factory, checked and wrapped as :func:`make_env` does."""
+    env = factory()
+    if not isinstance(env, gym.Env):
+        raise ValueError(f"the env factory {label!r} returned {type(env).__name__}, not a gymnasium.Env")
+    if max_episode_steps is not None:
+        env = gym.wrappers.TimeLimit(env, max_episode_steps)
+    try:
+        check_spaces(label, env.observation_space, env.action_space)
+    except ValueError:
+        env.close()
+        raise
+    if isinstance(env.action_space, spaces.Discrete) and int(env.action_space.start) != 0:
+        env = _ShiftDiscrete(env)
+    return env
+
+
 def make_env(env_id: str, max_episode_steps: int | None = None, **kwargs) -> gym.Env:
     name = check_env_id(env_id)
     if not _MUJOCO_WARNINGS_SEEN and "mujoco" in str(gym.spec(name).entry_point):
@@ -185,8 +250,14 @@ def make_env(env_id: str, max_episode_steps: int | None = None, **kwargs) -> gym
 
 @dataclass
 class EnvSpec:
-    obs_dim: int
+    obs_dim: int  # the number of entries of one observation (H·W·C for an image)
     action_space: spaces.Space
+    obs_shape: tuple[int, ...] = ()  # () means (obs_dim,)
+    obs_dtype: Any = np.float32  # what a rollout stores: float32, or an image's uint8 / bool
+
+    def __post_init__(self):
+        if not self.obs_shape:
+            self.obs_shape = (self.obs_dim,)
 
 
 @dataclass
@@ -307,16 +378,25 @@ class VectorEnv:
     """
 
     def __init__(
-        self, env_id: str, num_envs: int, seed: int, max_episode_steps: int | None = None, skip_nonfinite: bool = False
+        self, env_id: str, num_envs: int, seed: int, max_episode_steps: int | None = None, skip_nonfinite: bool = False,
+        env_fn=None,
     ):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.env_id = env_id
         self.nonfinite = NonFinitePolicy(env_id, num_envs, skip_nonfinite)
         self._step_calls = 0  # of step() (evaluation), for fault messages
-        self.envs = [make_env(env_id, max_episode_steps) for _ in range(num_envs)]
+        if env_fn is not None:  # natpg.train(env=<instance or factory>); env_id is its label
+            self.envs = [_from_factory(env_fn, env_id, max_episode_steps) for _ in range(num_envs)]
+        else:
+            self.envs = [make_env(env_id, max_episode_steps) for _ in range(num_envs)]
         env = self.envs[0]
-        self.spec = EnvSpec(int(env.observation_space.shape[0]), env.action_space)
+        from natpg.policies import is_image_space
+
+        obs_space = env.observation_space
+        image = is_image_space(obs_space)
+        self.spec = EnvSpec(int(np.prod(obs_space.shape)), env.action_space, tuple(int(d) for d in obs_space.shape),
+                            obs_space.dtype.type if image else np.float32)
         space = env.action_space
         # Bounds tiled to the (N, act_dim) action batch: same-shape ufuncs skip numpy's
         # broadcasting set-up, about half the cost of clipping against (act_dim,) bounds.
@@ -324,7 +404,7 @@ class VectorEnv:
             (np.tile(space.low, (num_envs, 1)), np.tile(space.high, (num_envs, 1))) if isinstance(space, spaces.Box) else None
         )
         self.seed = seed
-        self.obs = np.zeros((num_envs, self.spec.obs_dim), dtype=np.float32)
+        self.obs = np.zeros((num_envs, *self.spec.obs_shape), dtype=self.spec.obs_dtype)
         # Python lists: per-step scalar updates on them cost ~20 ns against ~0.5 µs for numpy.
         self.episode_returns = [0.0] * num_envs
         self.episode_lengths = [0] * num_envs

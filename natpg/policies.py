@@ -83,6 +83,58 @@ def check_actor(actor: object) -> None:
         raise ValueError(f"the actor ({type(actor).__name__}) has no trainable parameters")
 
 
+def is_image_space(space: spaces.Space) -> bool:
+    """A 3-D Box of uint8 or bool values: an image, H×W×C or C×H×W."""
+    return isinstance(space, spaces.Box) and len(space.shape) == 3 and space.dtype in (np.uint8, np.bool_)
+
+
+class ImageTrunk(nn.Module):
+    """The built-in CNN for image observations (:func:`is_image_space`), shared in shape (not
+    in weights) by the image actor and critic.
+
+    Takes a float batch of raw pixel values, (B, H, W, C) or (B, C, H, W) as the space has
+    them: uint8 is scaled to [0, 1], bool is taken as 0/1, and H×W×C is transposed to C×H×W.
+    The layout is channels-first when the first dimension is the smallest, else channels-last
+    (so 10×10×4 MinAtar frames and 4×84×84 Atari stacks are both read right; a cube is taken as
+    H×W×C). Small frames (both sides < 36, e.g. MinAtar's 10×10) get MinAtar's network: one 3×3
+    convolution with 16 channels and ReLU; larger ones the Nature-DQN stack (8×8/4, 4×4/2, 3×3/1).
+    ``out_dim`` is the flattened feature size the MLP head starts from.
+    """
+
+    def __init__(self, observation_space: spaces.Box):
+        super().__init__()
+        shape = tuple(int(d) for d in observation_space.shape)
+        self.channels_last = not shape[0] < shape[-1]
+        c, h, w = (shape[2], shape[0], shape[1]) if self.channels_last else shape
+        self.scale = 1.0 / 255.0 if observation_space.dtype == np.uint8 else 1.0
+        if min(h, w) >= 36:
+            self.conv = nn.Sequential(nn.Conv2d(c, 32, 8, stride=4), nn.ReLU(), nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+                                      nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten())
+        else:
+            padding = 0 if min(h, w) >= 5 else 1
+            self.conv = nn.Sequential(nn.Conv2d(c, 16, 3, stride=1, padding=padding), nn.ReLU(), nn.Flatten())
+        for m in self.conv:
+            if isinstance(m, nn.Conv2d):
+                nn.init.orthogonal_(m.weight, gain=np.sqrt(2))
+                nn.init.zeros_(m.bias)
+        with torch.no_grad():
+            self.out_dim = int(self.conv(torch.zeros(1, c, h, w)).shape[1])
+
+    def forward(self, obs: Tensor) -> Tensor:
+        x = obs.to(self.conv[0].weight.dtype) * self.scale
+        if self.channels_last:
+            x = x.movedim(-1, -3)
+        return self.conv(x)
+
+
+def _body(in_dim: int, out_dim: int, hidden: Sequence[int], activation: str, out_gain: float,
+          trunk: nn.Module | None) -> nn.Sequential:
+    """The MLP ``in_dim → hidden → out_dim``, behind ``trunk`` (whose ``out_dim`` it then takes) if given."""
+    if trunk is None:
+        return mlp([in_dim, *hidden, out_dim], activation, out_gain=out_gain)
+    return nn.Sequential(trunk, *mlp([trunk.out_dim, *hidden, out_dim], activation, out_gain=out_gain))
+
+
 class Actor(nn.Module):
     """natpg's base class (optional: any :class:`ActorLike` will do): ``distribution(obs)`` returns a torch Distribution whose ``log_prob``
     gives one log-probability per sample."""
@@ -99,10 +151,11 @@ class Actor(nn.Module):
 class CategoricalActor(Actor):
     discrete = True
 
-    def __init__(self, obs_dim: int, n_actions: int, hidden: Sequence[int], activation: str):
+    def __init__(self, obs_dim: int, n_actions: int, hidden: Sequence[int], activation: str, trunk: nn.Module | None = None):
         super().__init__()
         self.activation = activation
-        self.net = mlp([obs_dim, *hidden, n_actions], activation, out_gain=0.01)
+        self.has_trunk = trunk is not None
+        self.net = _body(obs_dim, n_actions, hidden, activation, 0.01, trunk)
 
     def distribution(self, obs: Tensor) -> Distribution:
         return Categorical(logits=self.net(obs))
@@ -113,10 +166,12 @@ class GaussianActor(Actor):
 
     discrete = False
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], activation: str, log_std_init: float = 0.0):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], activation: str, log_std_init: float = 0.0,
+                 trunk: nn.Module | None = None):
         super().__init__()
         self.activation = activation
-        self.net = mlp([obs_dim, *hidden, act_dim], activation, out_gain=0.01)
+        self.has_trunk = trunk is not None
+        self.net = _body(obs_dim, act_dim, hidden, activation, 0.01, trunk)
         self.log_std = BroadcastParameter(torch.full((act_dim,), float(log_std_init)))
 
     def distribution(self, obs: Tensor) -> Distribution:
@@ -124,18 +179,20 @@ class GaussianActor(Actor):
         return Independent(Normal(mean, self.log_std(mean).exp()), 1)
 
 
-def make_actor(obs_dim: int, action_space: spaces.Space, hidden: Sequence[int], activation: str, log_std_init: float = 0.0) -> Actor:
+def make_actor(obs_dim: int, action_space: spaces.Space, hidden: Sequence[int], activation: str, log_std_init: float = 0.0,
+               trunk: nn.Module | None = None) -> Actor:
+    """natpg's actor for ``action_space``: an MLP on ``obs_dim`` inputs, or behind ``trunk``."""
     if isinstance(action_space, spaces.Discrete):
-        return CategoricalActor(obs_dim, int(action_space.n), hidden, activation)
+        return CategoricalActor(obs_dim, int(action_space.n), hidden, activation, trunk)
     if isinstance(action_space, spaces.Box) and len(action_space.shape) == 1:
-        return GaussianActor(obs_dim, action_space.shape[0], hidden, activation, log_std_init)
+        return GaussianActor(obs_dim, action_space.shape[0], hidden, activation, log_std_init, trunk)
     raise ValueError(f"unsupported action space {action_space}: natpg supports Discrete and 1-D Box actions")
 
 
 class Critic(nn.Module):
-    def __init__(self, obs_dim: int, hidden: Sequence[int], activation: str):
+    def __init__(self, obs_dim: int, hidden: Sequence[int], activation: str, trunk: nn.Module | None = None):
         super().__init__()
-        self.net = mlp([obs_dim, *hidden, 1], activation, out_gain=1.0)
+        self.net = _body(obs_dim, 1, hidden, activation, 1.0, trunk)
 
     def forward(self, obs: Tensor) -> Tensor:
         return self.net(obs).squeeze(-1)
@@ -180,22 +237,119 @@ class ObsNormalizer(nn.Module):
         return self.mean.numpy().astype(np.float32), np.sqrt(self.var.numpy() + self.eps).astype(np.float32)
 
 
+def _build(given, observation_space: spaces.Space | None, action_space: spaces.Space, what: str) -> nn.Module:
+    """A user's module as it is, or what a user's factory returns for the spaces."""
+    if isinstance(given, nn.Module):
+        return given
+    if not callable(given):
+        raise ValueError(f"{what} must be an nn.Module or a factory f(observation_space, action_space) returning one, "
+                         f"got {type(given).__name__}")
+    if observation_space is None:
+        raise ValueError(f"a {what} factory needs the observation space")
+    module = given(observation_space, action_space)
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"the {what} factory {getattr(given, '__name__', given)!r} returned {type(module).__name__}, "
+                         "not an nn.Module")
+    return module
+
+
 class Agent(nn.Module):
-    """Observation normaliser + actor + critic: everything a saved policy needs."""
+    """Observation normaliser + actor + critic: everything a saved policy needs.
+
+    By default natpg's own networks: MLPs on ``obs_dim`` inputs, or, for an image
+    ``observation_space`` (:func:`is_image_space`), the same MLPs behind an
+    :class:`ImageTrunk` each (and no observation normalisation). ``actor`` / ``critic``
+    replace them with a user's module, or a factory ``f(observation_space, action_space)``
+    that builds one: any :class:`ActorLike` actor, and a critic mapping a (B, *obs_shape)
+    float batch to (B,) values. Their parameters and buffers are part of this module's
+    ``state_dict`` (under ``actor.`` and ``critic.``), so checkpoints hold them.
+    """
 
     def __init__(self, obs_dim: int, action_space: spaces.Space, hidden: Sequence[int], activation: str, normalize_obs: bool,
-                 log_std_init: float = 0.0):
+                 log_std_init: float = 0.0, *, observation_space: spaces.Space | None = None, actor=None, critic=None):
         super().__init__()
-        self.obs_norm = ObsNormalizer(obs_dim, normalize_obs)
-        self.actor = make_actor(obs_dim, action_space, hidden, activation, log_std_init)
-        self.critic = Critic(obs_dim, hidden, activation)
+        image = observation_space is not None and is_image_space(observation_space)
+        self.obs_norm = ObsNormalizer(obs_dim, normalize_obs and not image)
+        if actor is not None:
+            self.actor = _build(actor, observation_space, action_space, "actor")
+            check_actor(self.actor)
+        else:
+            trunk = ImageTrunk(observation_space) if image else None
+            self.actor = make_actor(obs_dim, action_space, hidden, activation, log_std_init, trunk)
+        if critic is not None:
+            self.critic = _build(critic, observation_space, action_space, "critic")
+        else:
+            self.critic = Critic(obs_dim, hidden, activation, ImageTrunk(observation_space) if image else None)
+        #: The class names of user-given networks (None: natpg's own), recorded in checkpoints.
+        self.custom = {"actor": None if actor is None else type(self.actor).__qualname__,
+                       "critic": None if critic is None else type(self.critic).__qualname__}
 
     def policy_input(self, obs: Tensor) -> Tensor:
+        """Raw observations as the actor and critic take them: float (uint8 / bool images
+        as float32 of their raw values; the image trunk scales them), normalised if enabled."""
+        if not obs.is_floating_point():
+            obs = obs.to(torch.float32)
         return self.obs_norm(obs)
 
     @torch.no_grad()
     def value(self, obs: Tensor) -> Tensor:
-        return self.critic(self.obs_norm(obs))
+        return self.critic(self.policy_input(obs))
+
+
+def uses_numpy_rollout(actor: nn.Module) -> bool:
+    """natpg's own MLP actors act in the rollout through :class:`NumpyPolicy`; anything else
+    (a user's actor, an image actor) through :class:`TorchPolicy`."""
+    return type(actor) in (CategoricalActor, GaussianActor) and not actor.has_trunk
+
+
+def rollout_policy(agent: Agent, action_space: spaces.Space) -> "NumpyPolicy | TorchPolicy":
+    """What acts in a rollout: a frozen numpy copy of natpg's MLP actors, else the actor itself
+    through torch. ``action_space``: the policy's (Discrete from 0, or a 1-D Box)."""
+    return NumpyPolicy(agent) if uses_numpy_rollout(agent.actor) else TorchPolicy(agent, action_space)
+
+
+class TorchPolicy:
+    """Acting through torch for any actor: ``actor.distribution(obs).sample()`` under
+    ``torch.inference_mode``, with the same interface as :class:`NumpyPolicy`.
+
+    Sampling uses torch's global RNG (saved in checkpoints, so resume stays exact), not the
+    numpy Generator: :meth:`draw_noise` draws nothing.
+    """
+
+    def __init__(self, agent: Agent, action_space: spaces.Space):
+        self.agent = agent
+        probe = next(iter(agent.actor.parameters()), None)
+        self.dtype = probe.dtype if probe is not None and probe.is_floating_point() else torch.float32
+        self.discrete = isinstance(action_space, spaces.Discrete)
+        self.act_dim = None if self.discrete else int(action_space.shape[0])
+
+    def _distribution(self, obs: np.ndarray) -> Distribution:
+        x = torch.as_tensor(obs)
+        if not x.is_floating_point() or x.dtype != self.dtype:
+            x = x.to(self.dtype)
+        return self.agent.actor.distribution(self.agent.obs_norm(x))
+
+    def draw_noise(self, rng: np.random.Generator, steps: int, n: int) -> np.ndarray:
+        return np.empty((steps, 0))
+
+    def action_array(self, steps: int, n: int) -> np.ndarray:
+        if self.discrete:
+            return np.empty((steps, n), dtype=np.int64)
+        return np.empty((steps, n, self.act_dim), dtype=np.float32)
+
+    def act(self, obs: np.ndarray, noise: np.ndarray, out: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            actions = self._distribution(obs).sample()
+        out[...] = actions.numpy()
+        return out
+
+    def sample(self, obs: np.ndarray, rng: np.random.Generator | None = None, deterministic: bool = False) -> np.ndarray:
+        from natpg.deploy import _deterministic
+
+        with torch.inference_mode():
+            dist = self._distribution(obs)
+            actions = _deterministic(dist) if deterministic else dist.sample()
+        return actions.numpy()
 
 
 class NumpyPolicy:

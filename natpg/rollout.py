@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from natpg.envs import VectorEnv
-from natpg.policies import NumpyPolicy
+from natpg.policies import NumpyPolicy, TorchPolicy
 
 __all__ = ["Rollout", "RewardScaler", "collect", "gae"]
 
@@ -16,12 +16,12 @@ __all__ = ["Rollout", "RewardScaler", "collect", "gae"]
 class Rollout:
     """``steps`` × ``num_envs`` transitions, time-major. Observations are raw (unnormalised)."""
 
-    obs: np.ndarray  # (T, N, obs_dim)
+    obs: np.ndarray  # (T, N, *obs_shape): float32 (T, N, obs_dim), or an image's uint8 / bool
     actions: np.ndarray  # (T, N) or (T, N, act_dim), unclipped samples of the policy
     rewards: np.ndarray  # (T, N)
     terminated: np.ndarray  # (T, N) bool: episode ended in a terminal state (no bootstrap)
     truncated: np.ndarray  # (T, N) bool: episode cut by the time limit (bootstrap from next_obs)
-    next_obs: np.ndarray  # (T, N, obs_dim): the observation that followed each step in its episode
+    next_obs: np.ndarray  # like obs: the observation that followed each step in its episode
     finished: list[tuple[int, float, int]] = field(default_factory=list)  # (step index, return, length)
 
     @property
@@ -29,15 +29,15 @@ class Rollout:
         return self.rewards.size
 
 
-def collect(env: VectorEnv, policy: NumpyPolicy, steps: int, rng: np.random.Generator) -> Rollout:
+def collect(env: VectorEnv, policy: NumpyPolicy | TorchPolicy, steps: int, rng: np.random.Generator) -> Rollout:
     """Step ``env`` for ``steps`` rounds (``steps × num_envs`` transitions) with ``policy``.
 
     The hot loop allocates nothing per step: the sampling noise is drawn once
     (:meth:`NumpyPolicy.draw_noise`), and the policy and the environments write straight into
     rows of the preallocated rollout arrays.
     """
-    n, obs_dim = env.num_envs, env.spec.obs_dim
-    obs = np.empty((steps, n, obs_dim), dtype=np.float32)
+    n = env.num_envs
+    obs = np.empty((steps, n, *env.spec.obs_shape), dtype=env.spec.obs_dtype)
     next_obs = np.empty_like(obs)
     rewards = np.empty((steps, n), dtype=np.float64)
     terminated = np.empty((steps, n), dtype=bool)

@@ -18,7 +18,7 @@ import copy
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from natpg.envs import VectorEnv
 from natpg.policies import Agent
 from natpg.rollout import RewardScaler
 
-__all__ = ["TrainState", "CHECKPOINT_FORMAT", "COUNTERS"]
+__all__ = ["TrainState", "Components", "CHECKPOINT_FORMAT", "COUNTERS"]
 
 #: The checkpoint layout written by :meth:`TrainState.to_checkpoint`; older ones are refused.
 CHECKPOINT_FORMAT = 2
@@ -55,6 +55,18 @@ def clone_state(obj: Any) -> Any:
     if obj is None or type(obj) in (int, float, str, bool):
         return obj
     return copy.deepcopy(obj)
+
+
+@dataclass(frozen=True)
+class Components:
+    """What ``natpg.train`` was given as Python objects rather than by name: an environment
+    factory (``config.env_id`` is then its label, ``<python>:Name``), and the actor and critic
+    (modules, or factories ``f(observation_space, action_space)``). None: natpg's own. A
+    resumed run is given the same again; the checkpoint holds their state_dicts."""
+
+    env_fn: Callable[[], Any] | None = None
+    actor: Any = None
+    critic: Any = None
 
 
 @dataclass(eq=False)
@@ -84,14 +96,22 @@ class TrainState:
         return -(-self.config.total_steps // self.config.rollout_steps)
 
     @classmethod
-    def create(cls, config: TrainConfig) -> TrainState:
-        """Fresh training objects for ``config``, seeded by ``config.seed``."""
+    def create(cls, config: TrainConfig, components: Components | None = None) -> TrainState:
+        """Fresh training objects for ``config``, seeded by ``config.seed`` (a user's modules
+        are taken as given: their initial weights are theirs)."""
+        parts = components or Components()
         torch.set_num_threads(config.torch_threads)
         torch.manual_seed(config.seed)
         rng = np.random.default_rng(config.seed)
-        env = VectorEnv(config.env_id, config.num_envs, config.seed, config.max_episode_steps, skip_nonfinite=config.skip_nonfinite)
-        agent = Agent(env.spec.obs_dim, env.spec.action_space, config.hidden, config.activation, config.normalize_obs,
-                      config.log_std_init)
+        env = VectorEnv(config.env_id, config.num_envs, config.seed, config.max_episode_steps, skip_nonfinite=config.skip_nonfinite,
+                        env_fn=parts.env_fn)
+        try:
+            agent = Agent(env.spec.obs_dim, env.spec.action_space, config.hidden, config.activation, config.normalize_obs,
+                          config.log_std_init, observation_space=env.envs[0].observation_space, actor=parts.actor,
+                          critic=parts.critic)
+        except BaseException:
+            env.close()
+            raise
         rule = methods.make(config.method, agent.actor, **config.method_kwargs)
         rule.exact_cosine, rule.exact_damping = config.exact_cosine, config.exact_damping
         critic_optimizer = make_critic_optimizer(agent.critic, config.critic_lr)
@@ -123,6 +143,7 @@ class TrainState:
             {
                 "format": CHECKPOINT_FORMAT,
                 "agent": self.agent.state_dict(),
+                "custom": dict(self.agent.custom),
                 "rule": self.rule.state_dict(),
                 "critic_optimizer": self.critic_optimizer.state_dict(),
                 "schedulers": [s.state_dict() for s in self.schedulers],
@@ -145,6 +166,14 @@ class TrainState:
     def load_checkpoint(self, checkpoint: dict[str, Any]) -> str:
         """Continue from ``checkpoint`` (checked by :meth:`check_checkpoint`); returns how the
         environments were restored (exactly, or which episodes restarted)."""
+        saved = checkpoint.get("custom", {"actor": None, "critic": None})
+        for part in ("actor", "critic"):
+            was, now = saved.get(part), self.agent.custom[part]
+            if was != now:
+                given = f"your {part} {was}" if was else f"natpg's own {part}"
+                passed = f"a {now}" if now else "none"
+                raise ValueError(f"this run was trained with {given}, but {passed} was passed: "
+                                 f"resume with the same {part}=... as the run was started with")
         self.agent.load_state_dict(checkpoint["agent"])
         self.rule.load_state_dict(checkpoint["rule"])
         self.critic_optimizer.load_state_dict(checkpoint["critic_optimizer"])

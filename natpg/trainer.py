@@ -36,10 +36,10 @@ from natpg.critic_fit import fit_critic
 from natpg.deploy import env_spaces, spaces_record
 from natpg.errors import NumericalError
 from natpg.methods.base import PolicyBatch
-from natpg.policies import Agent, NumpyPolicy
+from natpg.policies import Agent, rollout_policy
 from natpg.rollout import Rollout, collect, gae
 from natpg.runlog import RunLog
-from natpg.train_state import TrainState, clone_state
+from natpg.train_state import Components, TrainState, clone_state
 
 __all__ = ["TrainResult", "TrainingStopped", "Terminated", "train", "final_return"]
 
@@ -78,10 +78,10 @@ def final_return(episodes: list[tuple[int, float, int]], steps: int, window: int
 
 def _to_batch(agent: Agent, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Flatten (T, N, ...) time-major arrays to (T·N, ...) tensors of policy inputs."""
-    obs_dim = rollout.obs.shape[-1]
+    obs_shape = rollout.obs.shape[2:]
     with torch.no_grad():
-        x = agent.policy_input(torch.from_numpy(rollout.obs.reshape(-1, obs_dim)))
-        next_x = agent.policy_input(torch.from_numpy(rollout.next_obs.reshape(-1, obs_dim)))
+        x = agent.policy_input(torch.from_numpy(rollout.obs.reshape(-1, *obs_shape)))
+        next_x = agent.policy_input(torch.from_numpy(rollout.next_obs.reshape(-1, *obs_shape)))
     actions = torch.from_numpy(rollout.actions.reshape(-1, *rollout.actions.shape[2:]))
     return x, next_x, actions
 
@@ -191,8 +191,10 @@ def train(
     *,
     resume: bool = False,
     overwrite: bool = False,
+    components: Components | None = None,
 ) -> TrainResult:
     """Train ``config.method`` on ``config.env_id``; write the run directory if given.
+    ``components``: an environment factory, actor or critic given as Python objects.
 
     The configuration is validated first (ValueError before any environment exists). An
     existing run directory is an error unless ``overwrite`` (replace it) or ``resume``
@@ -215,13 +217,14 @@ def train(
             _notice(f"{log.run_dir} has no checkpoint yet: starting it from step 0")
             log.clear()
         with _sigterm_interrupts():
-            return _train(config, log, checkpoint, progress)
+            return _train(config, log, checkpoint, progress, components)
     finally:
         log.close()
 
 
-def _train(config: TrainConfig, log: RunLog, checkpoint: dict[str, Any] | None, progress: bool) -> TrainResult:
-    state = TrainState.create(config)
+def _train(config: TrainConfig, log: RunLog, checkpoint: dict[str, Any] | None, progress: bool,
+           components: Components | None = None) -> TrainResult:
+    state = TrainState.create(config, components)
     T, N = config.rollout_steps, config.num_envs
     if checkpoint is None and state.num_updates * T != config.total_steps:
         _notice(f"{setting_value('total_steps', config.total_steps)} is not a multiple of {setting_value('rollout_steps', T)}; "
@@ -240,8 +243,9 @@ def _train(config: TrainConfig, log: RunLog, checkpoint: dict[str, Any] | None, 
     boundary = (state.timesteps, state.to_checkpoint(time.perf_counter() - start))  # written if the run is interrupted
     try:
         for _ in range(state.timesteps // T, state.num_updates):
-            # 1. Roll out T transitions with a frozen numpy copy of the policy.
-            rollout = collect(state.env, NumpyPolicy(state.agent), T // N, state.rng)
+            # 1. Roll out T transitions with a frozen numpy copy of natpg's MLP policy (any
+            # other actor acts through torch, without gradients).
+            rollout = collect(state.env, rollout_policy(state.agent, state.env.spec.action_space), T // N, state.rng)
             state.env.check_rollout(rollout.obs, rollout.rewards, rollout.next_obs, state.timesteps)  # NaN/inf: a clear error
             state.episodes += [(state.timesteps + (t + 1) * N, ret, length) for t, ret, length in rollout.finished]
             state.timesteps += T

@@ -107,7 +107,9 @@ UNSUPPORTED = {
     "DictObs-v0": ("observation", "Dict", dict(observation_space=spaces.Dict({"a": _box, "b": spaces.Discrete(3)}))),
     "TupleObs-v0": ("observation", "Tuple", dict(observation_space=spaces.Tuple((_box, _box)))),
     "DiscreteObs-v0": ("observation", "Discrete", dict(observation_space=spaces.Discrete(16))),
-    "ImageObs-v0": ("observation", "image", dict(observation_space=spaces.Box(0, 255, (84, 84, 3), np.uint8))),
+    # uint8 / bool 3-D images get natpg's CNN; float "images" and 2-D arrays are still refused
+    "ImageObs-v0": ("observation", "image", dict(observation_space=spaces.Box(0, 1, (84, 84, 3), np.float32))),
+    "GrayImageObs-v0": ("observation", "image", dict(observation_space=spaces.Box(0, 255, (84, 84), np.uint8))),
     "MultiDiscreteAct-v0": ("action", "MultiDiscrete", dict(action_space=spaces.MultiDiscrete([3, 2]))),
     "MultiBinaryAct-v0": ("action", "MultiBinary", dict(action_space=spaces.MultiBinary(4))),
     "TupleAct-v0": ("action", "Tuple", dict(action_space=spaces.Tuple((spaces.Discrete(2), spaces.Discrete(2))))),
