@@ -93,3 +93,12 @@ def test_image_spaces_pass_the_check_and_build_cnn_agents():
     x = agent.policy_input(obs)
     assert x.dtype == torch.float32 and agent.actor.distribution(x).sample().shape == (5, 2)
     assert agent.value(obs).shape == (5,)
+
+
+def test_cli_trains_an_image_env(tmp_path, capsys):
+    from natpg.cli import main
+
+    status = main(["train", "--env", "test_images:TinyGrid-v0", "--method", "smac", "--steps", "512", "--rollout-steps", "256",
+                   "--out", str(tmp_path / "run"), "--no-progress"])
+    assert status == 0, capsys.readouterr().err
+    assert natpg.load(tmp_path / "run").predict(TinyGrid().reset(seed=0)[0]).shape == ()
