@@ -133,20 +133,28 @@ class _StateOnly(torch.nn.Module):
     only the actor (calling this critic is an error)."""
 
 
-def evaluate(run_dir: str | Path, episodes: int = 10, seed: int = 10_000, deterministic: bool = True) -> dict[str, Any]:
+def evaluate(run_dir: str | Path, episodes: int = 10, seed: int = 10_000, deterministic: bool = True, *,
+             env: Any = None, actor: Any = None) -> dict[str, Any]:
     """Run ``episodes`` full episodes with the saved policy (mean action / most likely
-    action unless ``deterministic=False``); returns mean, std and the returns."""
+    action unless ``deterministic=False``); returns mean, std and the returns. ``env``: the
+    environment (id, instance or factory) when the run's own cannot be made from its id (a run
+    given an env object); ``actor``: the run's own actor, if it was trained with one."""
     Range("int", 1).check(setting_name("episodes"), episodes)
     Range("int", 0, 2**32 - 1).check(setting_name("seed"), seed)
-    config, agent = load_run(run_dir)
-    env = VectorEnv(config.env_id, 1, seed, config.max_episode_steps)
-    policy = rollout_policy(agent, env.spec.action_space)
+    config, agent = load_run(run_dir, actor=actor)
+    if env is None or isinstance(env, str):
+        vec = VectorEnv(env or config.env_id, 1, seed, config.max_episode_steps)
+    else:
+        vec = VectorEnv(python_env_label(env), 1, seed, config.max_episode_steps, env_fn=env_factory(env, 1))
+    policy = rollout_policy(agent, vec.spec.action_space)
     rng = np.random.default_rng(seed)
     returns: list[float] = []
-    while len(returns) < episodes:
-        result = env.step(policy.sample(env.obs, rng, deterministic=deterministic))
-        returns.extend(ret for ret, _ in result.finished)
-    env.close()
+    with torch.random.fork_rng(devices=[]):  # a torch-acting policy samples from torch's RNG
+        torch.manual_seed(seed)
+        while len(returns) < episodes:
+            result = vec.step(policy.sample(vec.obs, rng, deterministic=deterministic))
+            returns.extend(ret for ret, _ in result.finished)
+    vec.close()
     arr = np.array(returns[:episodes])
     return {"env_id": config.env_id, "method": config.method, "episodes": episodes,
             "mean": float(arr.mean()), "std": float(arr.std()), "returns": arr.tolist()}

@@ -117,7 +117,7 @@ def check_env_id(env_id: str, setting: str = "env_id") -> str:
     if is_python_env(env_id):
         raise ValueError(
             f"{setting_value(setting, env_id, quote=True)}: this run's environment was given as a Python object or factory; "
-            "it cannot be made from its id: pass it again (natpg.train(env=...))"
+            "it cannot be made from its id: pass it again (env=... of natpg.train or natpg.evaluate)"
         )
     name = _import_module_of(env_id, setting)
     if name not in gym.registry:

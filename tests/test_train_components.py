@@ -91,6 +91,17 @@ def test_user_actor_and_critic_are_used_saved_and_resumed_exactly(tmp_path):
     assert policy.predict(obs) == full.policy.predict(obs)
     module = CategoricalMLP(gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2))  # a module works too
     assert natpg.load(tmp_path / "full", actor=module).predict(obs) == policy.predict(obs)
+    report = natpg.evaluate(tmp_path / "full", episodes=2, actor=CategoricalMLP)
+    assert report["episodes"] == 2 and report["mean"] > 0
+
+
+def test_evaluate_a_run_on_an_env_object(tmp_path):
+    natpg.train(lambda: gym.make("CartPole-v1"), "ac-adam", 256, out=tmp_path / "run", **TINY)
+    with pytest.raises(ValueError, match=r"pass it again"):
+        natpg.evaluate(tmp_path / "run", episodes=1)
+    first = natpg.evaluate(tmp_path / "run", episodes=2, deterministic=False, env=lambda: gym.make("CartPole-v1"))
+    again = natpg.evaluate(tmp_path / "run", episodes=2, deterministic=False, env="CartPole-v1")
+    assert first["returns"] == again["returns"]
 
 
 def test_module_instances_and_gaussian_actor():
