@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from natpg import methods
 from natpg._messages import did_you_mean, flag, use_wording
 from natpg.config import TrainConfig, flag_name, parse_hidden, resolve_config
-from natpg.methods.hyperparameters import REQUIRED, SHARED_HELP, hyperparameter_class
+from natpg.methods.hyperparameters import DERIVED_HELP, REQUIRED, SHARED_HELP, hyperparameter_class
 from natpg.presets import preset_values
 
 __all__ = ["main", "build_parser"]
@@ -119,7 +119,8 @@ def _method_hints() -> dict[str, tuple[Any, str]]:
             defaults.setdefault(f.name, {}).setdefault(default, []).append(method)
     out = {}
     for name, hint in hints.items():
-        meaning = SHARED_HELP.get(name) or max(helps[name], key=helps[name].count)
+        # the meaning most rules give it; one a rule declared beats one derived from a signature
+        meaning = SHARED_HELP.get(name) or max(helps[name], key=lambda h: (not h.startswith(DERIVED_HELP), helps[name].count(h)))
         per_method = "; ".join(f"{value} ({', '.join(ms)})" for value, ms in defaults[name].items())
         text = f"{meaning} (default: {per_method})"
         if len(set(helps[name])) > 1:

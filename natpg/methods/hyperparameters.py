@@ -25,7 +25,7 @@ from typing import Any
 
 __all__ = [
     "Range", "Hyperparameters", "MinibatchHyperparameters", "hyperparameter", "lr", "damping", "batch_size", "unit_interval",
-    "type_range", "hyperparameter_class", "REQUIRED", "SHARED_HELP", "POSITIVE", "POSITIVE_INT",
+    "type_range", "hyperparameter_class", "REQUIRED", "SHARED_HELP", "DERIVED_HELP", "POSITIVE", "POSITIVE_INT",
 ]
 
 #: The default of a hyperparameter that has none (it must be given).
@@ -239,6 +239,9 @@ SHARED_HELP = {
 
 # -- rules written the old way ---------------------------------------------------------------
 
+#: The help of a field derived from an old-style rule's signature.
+DERIVED_HELP = "keyword argument of"
+
 
 def _keyword_only(init: Any) -> list[inspect.Parameter]:
     try:
@@ -266,7 +269,7 @@ def hyperparameter_class(rule: type) -> type[Hyperparameters]:
             hints = {}
         for p in _keyword_only(init):
             default = MISSING if p.default is REQUIRED else p.default
-            help_text = f"keyword argument of {klass.__name__}.__init__"
+            help_text = f"{DERIVED_HELP} {klass.__name__}.__init__"
             specs[p.name] = (hints.get(p.name, Any), hyperparameter(default, help=help_text))
     return dataclasses.make_dataclass(
         f"{rule.__name__}Hyperparameters", [(name, hint, f) for name, (hint, f) in specs.items()],

@@ -55,7 +55,7 @@ class AdaptiveDampingHyperparameters(hparams.Hyperparameters):
         range=hparams.POSITIVE,
     )
     damping_factor: float = hparams.hyperparameter(
-        1.5, help="factor λ is multiplied or divided by when adapted", range=hparams.Range("float", 1.0, low_open=True)
+        1.5, help="factor λ is multiplied or divided by when adapted (> 1)", range=hparams.POSITIVE
     )
     damping_min: float = hparams.hyperparameter(1e-4, help="lower bound of the adapted λ", range=hparams.POSITIVE)
     damping_max: float = hparams.hyperparameter(1e4, help="upper bound of the adapted λ", range=hparams.POSITIVE)
