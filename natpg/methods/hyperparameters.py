@@ -131,7 +131,10 @@ def hyperparameter(default: Any = MISSING, *, help: str, range: Range | None = N
 
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - an annotation naming a local type: no type check for it
+        return {}
 
 
 def field_range(cls: type, f: dataclasses.Field) -> Range | None:
