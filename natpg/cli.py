@@ -1,8 +1,8 @@
 """Command line: ``natpg train | eval | methods``.
 
-Flags are generated from :class:`~natpg.config.TrainConfig` and from the constructor
-signatures of the registered update rules, so a new rule's hyperparameters get flags
-without touching this file.
+Flags are generated from :class:`~natpg.config.TrainConfig` and from the hyperparameter
+dataclasses of the registered update rules (:mod:`natpg.methods.hyperparameters`), so a new
+rule's hyperparameters get flags, with their meanings and defaults, without touching this file.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, Sequence
 from natpg import methods
 from natpg._messages import did_you_mean, flag, use_wording
 from natpg.config import TrainConfig, flag_name, parse_hidden, resolve_config
+from natpg.methods.hyperparameters import DERIVED_HELP, REQUIRED, SHARED_HELP, hyperparameter_class
 from natpg.presets import preset_values
 
 __all__ = ["main", "build_parser"]
@@ -103,18 +104,28 @@ def _add_flag(group, name: str, hint: Any, help_text: str) -> None:
 
 
 def _method_hints() -> dict[str, tuple[Any, str]]:
-    """Union of all rules' keyword-only hyperparameters: name -> (type hint, help)."""
-    out: dict[str, tuple[Any, str]] = {}
-    for name in methods.available():
-        cls = methods.get(name)
-        for klass in cls.__mro__:
-            init = klass.__dict__.get("__init__")
-            if init is None:
-                continue
-            hints = typing.get_type_hints(init)
-            for param, default in cls.hyperparameters().items():
-                if param in hints and param not in out:
-                    out[param] = (hints[param], f"{param} of the update rule (default depends on --method)")
+    """Every registered rule's hyperparameters: name -> (type hint, help), from the rules'
+    dataclasses. The help is the meaning most rules give the field, with each rule's default."""
+    hints: dict[str, Any] = {}
+    helps: dict[str, list[str]] = {}
+    defaults: dict[str, dict[str, list[str]]] = {}
+    for method in methods.available():
+        hp_class = hyperparameter_class(methods.get(method))
+        types = typing.get_type_hints(hp_class)
+        for f in fields(hp_class):
+            hints.setdefault(f.name, types[f.name])
+            helps.setdefault(f.name, []).append(f.metadata.get("help", ""))
+            default = "required" if f.default is MISSING else str(f.default)
+            defaults.setdefault(f.name, {}).setdefault(default, []).append(method)
+    out = {}
+    for name, hint in hints.items():
+        # the meaning most rules give it; one a rule declared beats one derived from a signature
+        meaning = SHARED_HELP.get(name) or max(helps[name], key=lambda h: (not h.startswith(DERIVED_HELP), helps[name].count(h)))
+        per_method = "; ".join(f"{value} ({', '.join(ms)})" for value, ms in defaults[name].items())
+        text = f"{meaning} (default: {per_method})"
+        if len(set(helps[name])) > 1:
+            text += "; each rule's meaning: `natpg methods NAME`"
+        out[name] = (hint, text.replace("%", "%%"))
     return out
 
 
@@ -150,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=_parse_int, default=10_000)
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mean/argmax")
 
-    sub.add_parser("methods", help="list the registered update rules and their hyperparameters")
+    listing = sub.add_parser("methods", help="list the registered update rules, or one rule's hyperparameters")
+    listing.add_argument("name", nargs="?", default=None, help="a rule: list its hyperparameters, defaults and meanings")
     from natpg.bench.cli import add_subcommands as _add_bench_subcommands  # natpg bench | report
 
     _add_bench_subcommands(sub)
@@ -232,11 +244,36 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _methods(args: argparse.Namespace) -> int:
+    if args.name is not None:
+        print(_method_page(args.name))
+        return 0
     for name in methods.available():
         cls = methods.get(name)
         hp = ", ".join(f"{k}={v}" for k, v in cls.hyperparameters().items())
         print(f"{name:16s} {cls.summary}\n{'':16s} {hp}")
     return 0
+
+
+def _method_page(name: str) -> str:
+    """``natpg methods NAME``: the rule's summary, its docstring and, per hyperparameter, the
+    flag, the default, the valid values and the meaning."""
+    import inspect
+    import textwrap
+
+    if name not in methods.available():
+        raise ValueError(f"unknown method {name!r}{did_you_mean(name, methods.available())} "
+                         f"(available: {', '.join(methods.available())})")
+    cls = methods.get(name)
+    lines = [f"{name}: {cls.summary}", ""]
+    doc = inspect.getdoc(cls)
+    if doc:
+        lines += [doc, ""]
+    lines.append("hyperparameters (natpg train --method " + name + " FLAG VALUE; Python: keyword arguments):")
+    for field_name, valid, default, meaning in hyperparameter_class(cls).describe():
+        shown = "required" if default is REQUIRED else repr(default)
+        lines.append(f"  {flag(field_name)} (default {shown}; {valid})")
+        lines += textwrap.wrap(meaning, 88, initial_indent="      ", subsequent_indent="      ")
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,17 +10,15 @@ with the same text).
 from __future__ import annotations
 
 import contextlib
-import inspect
-import math
 import numbers
 import re
-import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from natpg import methods
 from natpg._messages import did_you_mean, phrase, setting_name, setting_value
+from natpg.methods.hyperparameters import REQUIRED, Range, hyperparameter_class, type_range
 from natpg.presets import DEFAULT_PRESET, NO_PRESET, preset_values
 
 __all__ = [
@@ -118,76 +116,7 @@ def trainer_field_names() -> set[str]:
     return {f.name for f in fields(TrainConfig) if f.name != "method_kwargs"}
 
 
-def _fmt(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else repr(float(x))
-
-
-@dataclass(frozen=True)
-class Range:
-    """The valid values of one setting, and the words for them in an error message."""
-
-    kind: str  # "int", "float", "bool" or "str"
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False  # low itself excluded
-    high_open: bool = False
-    optional: bool = False  # None allowed
-    choices: tuple[str, ...] = ()
-
-    def describe(self) -> str:
-        if self.kind == "bool":
-            text = "true or false"
-        elif self.choices:
-            text = "one of " + ", ".join(self.choices)
-        elif self.kind == "str":
-            text = "a string"
-        else:
-            noun = "an integer" if self.kind == "int" else "a finite number"
-            if self.low is not None and self.high is not None:
-                lo, hi = "(" if self.low_open else "[", ")" if self.high_open else "]"
-                text = f"{noun} in {lo}{_fmt(self.low)}, {_fmt(self.high)}{hi}"
-            elif self.low is not None:
-                text = f"{noun} {'>' if self.low_open else '>='} {_fmt(self.low)}"
-            elif self.high is not None:
-                text = f"{noun} {'<' if self.high_open else '<='} {_fmt(self.high)}"
-            else:
-                text = noun
-        return text + (" (or None)" if self.optional else "")
-
-    def accepts_type(self, value: Any) -> bool:
-        """The right kind of value (an integer for "int", ...), whatever its range."""
-        if value is None:
-            return self.optional
-        if self.kind == "bool":
-            return isinstance(value, bool)
-        if self.kind == "str":
-            return isinstance(value, str)
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            return False
-        return self.kind != "int" or isinstance(value, numbers.Integral)
-
-    def accepts(self, value: Any) -> bool:
-        if not self.accepts_type(value):
-            return False
-        if value is None or self.kind == "bool":
-            return True
-        if self.kind == "str":
-            return not self.choices or value in self.choices
-        v = float(value)
-        if not math.isfinite(v):
-            return False
-        if self.low is not None and (v < self.low or (self.low_open and v == self.low)):
-            return False
-        if self.high is not None and (v > self.high or (self.high_open and v == self.high)):
-            return False
-        return True
-
-    def check(self, flag: str, value: Any, context: str = "") -> None:
-        if not self.accepts(value):
-            raise ValueError(f"{flag} must be {self.describe()}, got {value!r}{context}")
-
-
-_EMPTY = inspect.Parameter.empty
+_EMPTY = REQUIRED
 _POSITIVE_INT = Range("int", 1)
 _POSITIVE = Range("float", 0.0, low_open=True)
 _UNIT = Range("float", 0.0, 1.0)
@@ -220,29 +149,6 @@ def _trainer_ranges() -> dict[str, Range]:
     }
 
 
-def _range_from_hint(hint: Any) -> Range | None:
-    """A type-only range for a setting nobody described further: ``int`` → an integer >= 1
-    (every integer hyperparameter in natpg counts something), ``float`` → a finite number."""
-    optional = False
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        optional = len(args) < len(typing.get_args(hint))
-        if len(args) != 1:
-            return None
-        hint = args[0]
-    if typing.get_origin(hint) is typing.Literal:
-        return Range("str", choices=tuple(str(c) for c in typing.get_args(hint)), optional=optional)
-    if hint is bool:
-        return Range("bool", optional=optional)
-    if hint is int:
-        return Range("int", 1, optional=optional)
-    if hint is float:
-        return Range("float", optional=optional)
-    if hint is str:
-        return Range("str", optional=optional)
-    return None
-
-
 def _check_method_name(method: Any) -> type:
     if not isinstance(method, str) or method not in methods.available():
         raise ValueError(
@@ -250,19 +156,6 @@ def _check_method_name(method: Any) -> type:
             f"(available: {', '.join(methods.available())})"
         )
     return methods.get(method)
-
-
-def _rule_hints(cls: type) -> dict[str, Any]:
-    hints: dict[str, Any] = {}
-    for klass in reversed(cls.__mro__):
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        try:
-            hints.update(typing.get_type_hints(init))
-        except Exception:  # noqa: BLE001 - unresolvable annotations: no type check for them
-            pass
-    return hints
 
 
 def _name_the_setting(message: str, names: list[str]) -> str | None:
@@ -274,47 +167,23 @@ def _name_the_setting(message: str, names: list[str]) -> str | None:
     return None
 
 
-def _dry_run(cls: type, method: str, hyperparameters: dict[str, Any]) -> None:
-    """Build the rule on tiny stand-in actors (one categorical, one Gaussian) so that its own
-    constructor checks — ranges such as ``momentum in [0, 1)`` and relations between
-    hyperparameters — run before any environment exists. A rule that fails only with one
-    kind of actor is left to the real construction (the env decides the kind)."""
-    import torch
-
-    from natpg.policies import CategoricalActor, GaussianActor
-
-    errors: list[Exception] = []
-    with torch.random.fork_rng(devices=[]):
-        for make in (lambda: CategoricalActor(2, 2, (2,), "tanh"), lambda: GaussianActor(2, 1, (2,), "tanh")):
-            try:
-                methods.registry.build(cls, make(), **hyperparameters)
-                return
-            except (ValueError, TypeError) as exc:
-                errors.append(exc)
-    message = str(errors[0])
-    raise ValueError(_name_the_setting(message, list(hyperparameters)) or f"{setting_value('method', method)}: {message}")
-
-
 def validate_method_hyperparameters(method: str, hyperparameters: dict[str, Any]) -> None:
-    """Type, range and consistency checks of a rule's hyperparameters; builds no environment."""
+    """Type, range and consistency checks of a rule's hyperparameters, by building its
+    dataclass (:mod:`natpg.methods.hyperparameters`); builds no actor and no environment."""
     cls = _check_method_name(method)
-    accepted = cls.hyperparameters()
+    hp_class = hyperparameter_class(cls)
+    accepted = hp_class.defaults()
     unknown = sorted(set(hyperparameters) - set(accepted))
     if unknown:
         raise ValueError(_unknown_message(unknown, method, accepted))
     missing = sorted(k for k, v in accepted.items() if v is _EMPTY and k not in hyperparameters)
     if missing:
         raise ValueError(f"{setting_value('method', method)} needs {', '.join(flag_name(k) for k in missing)} (no default)")
-    hints = _rule_hints(cls)
-    specs = {name: _range_from_hint(hints.get(name)) for name in hyperparameters}
-    context = f" (hyperparameter of {setting_value('method', method)})"
-    for name, value in hyperparameters.items():  # types first: a constructor may choke on a wrong one
-        if specs[name] is not None and not specs[name].accepts_type(value):
-            specs[name].check(flag_name(name), value, context)
-    _dry_run(cls, method, hyperparameters)  # the rule's own words for ranges, e.g. "finite positive"
-    for name, value in hyperparameters.items():  # what the rule did not check itself (NaN, inf)
-        if specs[name] is not None:
-            specs[name].check(flag_name(name), value, context)
+    try:
+        hp_class(**hyperparameters)
+    except ValueError as exc:
+        message = str(exc)
+        raise ValueError(_name_the_setting(message, list(accepted)) or f"{setting_value('method', method)}: {message}") from None
 
 
 def _unknown_message(unknown: list[str], method: str, accepted: dict[str, Any]) -> str:
@@ -348,7 +217,7 @@ def validate(config: TrainConfig) -> None:
     for f in fields(TrainConfig):
         if f.name in ("method_kwargs", "hidden"):
             continue
-        spec = ranges.get(f.name) or _range_from_hint(hints[f.name])
+        spec = ranges.get(f.name) or type_range(hints[f.name])
         if spec is not None:
             spec.check(flag_name(f.name), getattr(config, f.name))
     hidden = config.hidden

@@ -10,7 +10,7 @@ from natpg.methods.base import PolicyBatch, PreconditionedRule, UpdateRule
 from natpg.methods.registry import available, get, make, register
 
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in {"base", "registry"}:
+    if _module.name not in {"base", "registry", "hyperparameters"}:
         importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["PolicyBatch", "PreconditionedRule", "UpdateRule", "available", "get", "make", "register"]

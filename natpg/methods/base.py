@@ -19,8 +19,8 @@ search, RAT's multi-epoch Kaczmarz — subclass :class:`UpdateRule` and implemen
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
-import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
@@ -30,9 +30,9 @@ from torch import Tensor
 from torch.distributions import kl_divergence
 
 from natpg.errors import InvalidDistributionError
-from natpg.linalg import check_positive
 from natpg.policies import Actor, check_actor
 from natpg.methods import trust_region
+from natpg.methods.hyperparameters import Hyperparameters, MinibatchHyperparameters, hyperparameter_class
 from natpg.scores import ScoreBatch, compute_scores, damped_natural_gradient, detached, flatten, trainable_parameters
 
 __all__ = ["PolicyBatch", "UpdateRule", "PreconditionedRule", "cosine", "check_policy_inputs", "check_actions_fit"]
@@ -169,9 +169,9 @@ def cosine(a: Tensor, b: Tensor) -> float:
 class UpdateRule(ABC):
     """Base class of all actor-update rules.
 
-    Subclasses set ``name`` (the registry key), take keyword-only hyperparameters with
-    defaults in ``__init__`` (the CLI builds its flags from these signatures) and implement
-    ``_step``.
+    Subclasses set ``name`` (the registry key), declare their hyperparameters as a frozen
+    dataclass ``Hyperparameters`` (the CLI, ``natpg methods NAME``, the presets and the bench
+    read it) and implement ``_step``; the constructor reads them from ``self.hp``.
     """
 
     name: ClassVar[str] = ""
@@ -185,28 +185,37 @@ class UpdateRule(ABC):
     #: False for a rule with a KL-controlled step of its own (TRPO): ``max_kl`` is then its own.
     shared_trust_region: ClassVar[bool] = True
 
-    def __init__(self, actor: Actor, *, lr: float, max_kl: float | None = None):
-        """``max_kl`` (δ): None takes the rule's own step; a number replaces it by the
-        shared trust-region step (:mod:`natpg.methods.trust_region`): the rule's step as a
-        direction, scaled to the KL radius δ and backtracked on the realised KL and the surrogate."""
+    #: The rule's hyperparameters (:mod:`natpg.methods.hyperparameters`): a subclass declares
+    #: its own, derived from this one or from :class:`MinibatchHyperparameters`.
+    Hyperparameters: ClassVar[type[Hyperparameters]] = Hyperparameters
+
+    def __init__(self, actor: Actor, hp: Hyperparameters | None = None, /, **overrides: Any):
+        """``hp``: the rule's :attr:`Hyperparameters` (None: its defaults); ``overrides``
+        replace single fields (``SMAC(actor, lr=1e-2)``). Invalid values raise ValueError
+        naming the hyperparameter and its valid values.
+
+        ``max_kl`` (δ): None takes the rule's own step; a number replaces it by the shared
+        trust-region step (:mod:`natpg.methods.trust_region`): the rule's step as a direction,
+        scaled to the KL radius δ and backtracked on the realised KL and the surrogate."""
         check_actor(actor)
+        declared = type(self).Hyperparameters
+        if hp is None:
+            hp = declared(**overrides)
+        elif not isinstance(hp, declared):
+            raise TypeError(f"{type(self).__name__} takes {declared.__qualname__}, got {type(hp).__name__}")
+        elif overrides:
+            hp = dataclasses.replace(hp, **overrides)
+        self.hp = hp
         self.actor = actor
         self.params = trainable_parameters(actor)
-        self.lr = check_positive("lr", lr)
-        self.max_kl = None if max_kl is None else check_positive("max_kl", max_kl)
+        self.lr = float(hp.lr)
+        self.max_kl = None if hp.max_kl is None else float(hp.max_kl)
 
     @classmethod
     def hyperparameters(cls) -> dict[str, Any]:
-        """Keyword-only constructor arguments and their defaults, across the class hierarchy."""
-        out: dict[str, Any] = {}
-        for klass in reversed(cls.__mro__):
-            init = klass.__dict__.get("__init__")
-            if init is None:
-                continue
-            for p in inspect.signature(init).parameters.values():
-                if p.kind is p.KEYWORD_ONLY:
-                    out[p.name] = p.default
-        return out
+        """Hyperparameter name → default (:data:`~natpg.methods.hyperparameters.REQUIRED` where
+        there is none), from the rule's dataclass (:func:`hyperparameter_class`)."""
+        return hyperparameter_class(cls).defaults()
 
     @abstractmethod
     def _step(self, batch: PolicyBatch) -> dict[str, float]:
@@ -285,11 +294,11 @@ class PreconditionedRule(UpdateRule):
     (None: the whole rollout, one step). Subclasses implement :meth:`direction`.
     """
 
-    def __init__(self, actor: Actor, *, lr: float, batch_size: int | None = None, max_kl: float | None = None):
-        super().__init__(actor, lr=lr, max_kl=max_kl)
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.batch_size = batch_size
+    Hyperparameters: ClassVar[type[Hyperparameters]] = MinibatchHyperparameters
+
+    def __init__(self, actor: Actor, hp: Hyperparameters | None = None, /, **overrides: Any):
+        super().__init__(actor, hp, **overrides)
+        self.batch_size = self.hp.batch_size
         self.optimizer = self.make_optimizer()
 
     def make_optimizer(self) -> torch.optim.Optimizer:

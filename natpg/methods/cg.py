@@ -15,13 +15,14 @@ policies: the true Fisher, not the empirical one).
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from natpg.linalg import check_positive, conjugate_gradient
+from natpg.linalg import conjugate_gradient
+from natpg.methods import hyperparameters as hparams
 from natpg.methods.base import PolicyBatch, PreconditionedRule, UpdateRule, _detached
 from natpg.methods.registry import register
 from natpg.methods.trust_region import kl_radius_scale, line_search
@@ -30,20 +31,9 @@ from natpg.scores import ScoreBatch, fisher_vector_product, flatten
 __all__ = ["ACCG", "TRPO"]
 
 
-def _check_int(name: str, value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def _check_fraction(name: str, value: Any) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = math.nan
-    if not 0.0 < v <= 1.0:
-        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
-    return v
+_CG_ITERS_HELP = "conjugate-gradient iterations per solve (one Fisher-vector product each)"
+_SUBSAMPLE_HELP = "fraction of the batch the Fisher-vector products are computed on, in (0, 1]"
+_FRACTION = hparams.Range("float", 0.0, 1.0, low_open=True)
 
 
 def _cg_solve(actor, obs: Tensor, grad: Tensor, damping: float, cg_iters: int, subsample: float):
@@ -65,21 +55,18 @@ class ACCG(PreconditionedRule):
     name = "ac-cg"
     summary = "natural gradient (F+δI)⁻¹g by conjugate gradient on the true Fisher, fixed step η (paper's AC-CG)"
 
-    def __init__(
-        self,
-        actor,
-        *,
-        lr: float = 8e-2,
-        damping: float = 0.1,
-        cg_iters: int = 10,
-        fisher_subsample: float = 1.0,
-        batch_size: int | None = None,
-        **shared: Any,
-    ):
-        super().__init__(actor, lr=lr, batch_size=batch_size, **shared)
-        self.damping = check_positive("damping", damping)
-        self.cg_iters = _check_int("cg_iters", cg_iters)
-        self.fisher_subsample = _check_fraction("fisher_subsample", fisher_subsample)
+    @dataclass(frozen=True, kw_only=True)
+    class Hyperparameters(hparams.MinibatchHyperparameters):
+        lr: float = hparams.lr(8e-2)
+        damping: float = hparams.damping(0.1, "damping δ of the solve (F + δI) x = g")
+        cg_iters: int = hparams.hyperparameter(10, help=_CG_ITERS_HELP, range=hparams.POSITIVE_INT)
+        fisher_subsample: float = hparams.hyperparameter(1.0, help=_SUBSAMPLE_HELP, range=_FRACTION)
+
+    def __init__(self, actor, hp=None, /, **overrides):
+        super().__init__(actor, hp, **overrides)
+        self.damping = float(self.hp.damping)
+        self.cg_iters = self.hp.cg_iters
+        self.fisher_subsample = float(self.hp.fisher_subsample)
 
     def direction(self, scores: ScoreBatch, advantages: Tensor | None, grad: Tensor):
         x, fx, residual = _cg_solve(self.actor, scores.obs, grad, self.damping, self.cg_iters, self.fisher_subsample)
@@ -99,28 +86,27 @@ class TRPO(UpdateRule):
     shared_trust_region = False  # max_kl is TRPO's own radius
     summary = "TRPO: CG natural direction scaled to a KL radius, backtracking on KL and surrogate"
 
-    def __init__(
-        self,
-        actor,
-        *,
-        lr: float = 1.0,
-        max_kl: float = 0.01,
-        damping: float = 1e-3,
-        cg_iters: int = 15,
-        backtrack_iters: int = 10,
-        backtrack_ratio: float = 0.8,
-        fisher_subsample: float = 1.0,
-    ):
-        super().__init__(actor, lr=lr)
-        self.max_kl = check_positive("max_kl", max_kl)
-        self.damping = check_positive("damping", damping)
-        self.cg_iters = _check_int("cg_iters", cg_iters)
-        self.backtrack_iters = _check_int("backtrack_iters", backtrack_iters)
-        ratio = check_positive("backtrack_ratio", backtrack_ratio)
-        if ratio >= 1.0:
-            raise ValueError(f"backtrack_ratio must be in (0, 1), got {backtrack_ratio!r}")
-        self.backtrack_ratio = ratio
-        self.fisher_subsample = _check_fraction("fisher_subsample", fisher_subsample)
+    @dataclass(frozen=True, kw_only=True)
+    class Hyperparameters(hparams.Hyperparameters):
+        lr: float = hparams.lr(1.0, "fraction of the full KL-radius step tried first (1: standard TRPO)")
+        max_kl: float = hparams.hyperparameter(
+            0.01, help="KL radius δ of TRPO's own step (TRPO does not take the shared trust region)", range=hparams.POSITIVE
+        )
+        damping: float = hparams.damping(1e-3, "damping δ of the solve (F + δI) x = g")
+        cg_iters: int = hparams.hyperparameter(15, help=_CG_ITERS_HELP, range=hparams.POSITIVE_INT)
+        backtrack_iters: int = hparams.hyperparameter(10, help="line-search trials before the update is rejected",
+                                                 range=hparams.POSITIVE_INT)
+        backtrack_ratio: float = hparams.hyperparameter(0.8, help="factor the step shrinks by between line-search trials",
+                                                   range=hparams.Range("float", 0.0, 1.0, low_open=True, high_open=True))
+        fisher_subsample: float = hparams.hyperparameter(1.0, help=_SUBSAMPLE_HELP, range=_FRACTION)
+
+    def __init__(self, actor, hp=None, /, **overrides):
+        super().__init__(actor, hp, **overrides)
+        self.damping = float(self.hp.damping)
+        self.cg_iters = self.hp.cg_iters
+        self.backtrack_iters = self.hp.backtrack_iters
+        self.backtrack_ratio = float(self.hp.backtrack_ratio)
+        self.fisher_subsample = float(self.hp.fisher_subsample)
         self.rejected_updates = 0
 
     def _step(self, batch: PolicyBatch) -> dict[str, float]:

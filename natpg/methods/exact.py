@@ -14,11 +14,12 @@ Any rule can report how close its step is to this one: ``TrainConfig.exact_cosin
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from torch import Tensor
 
-from natpg.linalg import check_positive, solve_shifted_gram
+from natpg.linalg import solve_shifted_gram
+from natpg.methods import hyperparameters as hparams
 from natpg.methods.base import PreconditionedRule
 from natpg.methods.registry import register
 from natpg.scores import ScoreBatch, damped_natural_gradient, flatten, unflatten
@@ -31,9 +32,14 @@ class ExactEmpiricalFisher(PreconditionedRule):
     name = "ef-exact"
     summary = "exact damped empirical-Fisher natural gradient via the B×B Woodbury/Cholesky solve (reference)"
 
-    def __init__(self, actor, *, lr: float = 0.1, damping: float = 0.1, batch_size: int | None = None, **shared: Any):
-        super().__init__(actor, lr=lr, batch_size=batch_size, **shared)
-        self.damping = check_positive("damping", damping)
+    @dataclass(frozen=True, kw_only=True)
+    class Hyperparameters(hparams.MinibatchHyperparameters):
+        lr: float = hparams.lr(0.1)
+        damping: float = hparams.damping(0.1, "damping λ of the empirical Fisher, (λI + SᵀS/B)")
+
+    def __init__(self, actor, hp=None, /, **overrides):
+        super().__init__(actor, hp, **overrides)
+        self.damping = float(self.hp.damping)
 
     def direction(self, scores: ScoreBatch, advantages: Tensor | None, grad: Tensor):
         if advantages is not None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from natpg.linalg import check_positive
+from natpg.methods import hyperparameters as hparams
 from natpg.methods.base import PreconditionedRule
 from natpg.methods.registry import register
 from natpg.scores import ScoreBatch
@@ -20,8 +20,9 @@ class ACSGD(PreconditionedRule):
     name = "ac-sgd"
     summary = "advantage actor-critic, SGD on the policy gradient"
 
-    def __init__(self, actor, *, lr: float = 7e-3, batch_size: int | None = None, **shared: Any):
-        super().__init__(actor, lr=lr, batch_size=batch_size, **shared)
+    @dataclass(frozen=True, kw_only=True)
+    class Hyperparameters(hparams.MinibatchHyperparameters):
+        lr: float = hparams.lr(7e-3)
 
     def direction(self, scores: ScoreBatch, advantages: Tensor | None, grad: Tensor):
         return grad, {}
@@ -34,8 +35,9 @@ class ACAdam(ACSGD):
     name = "ac-adam"
     summary = "advantage actor-critic, Adam on the policy gradient"
 
-    def __init__(self, actor, *, lr: float = 1e-3, batch_size: int | None = None, **shared: Any):
-        super().__init__(actor, lr=lr, batch_size=batch_size, **shared)
+    @dataclass(frozen=True, kw_only=True)
+    class Hyperparameters(hparams.MinibatchHyperparameters):
+        lr: float = hparams.lr(1e-3, "Adam step size")
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.params, lr=self.lr)
@@ -50,9 +52,14 @@ class ACSGDMatched(ACSGD):
     name = "ac-sgd-matched"
     summary = "AC-SGD at SMAC's effective step η/λ (the step-size control)"
 
-    def __init__(self, actor, *, lr: float = 5e-3, damping: float = 0.1, batch_size: int | None = None, **shared: Any):
-        self.damping = check_positive("damping", damping)
-        super().__init__(actor, lr=lr, batch_size=batch_size, **shared)
+    @dataclass(frozen=True, kw_only=True)
+    class Hyperparameters(hparams.MinibatchHyperparameters):
+        lr: float = hparams.lr(5e-3, "SMAC's step size η (the SGD step is η/λ)")
+        damping: float = hparams.damping(0.1, "SMAC's damping λ (the SGD step is η/λ)")
+
+    @property
+    def damping(self) -> float:
+        return float(self.hp.damping)
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.params, lr=self.lr / self.damping)

@@ -41,12 +41,14 @@ measurements behind the defaults are in docs/isopo_rat.md.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from natpg.linalg import check_positive, solve_shifted_gram
+from natpg.linalg import solve_shifted_gram
+from natpg.methods import hyperparameters as hparams
 from natpg.methods.base import PreconditionedRule
 from natpg.methods.registry import register
 from natpg.scores import ScoreBatch, flatten
@@ -76,12 +78,20 @@ class _Layerwise(PreconditionedRule):
     tensor), ``A/m`` for broadcast parameters (the plain policy gradient); step
     ``lr · Σ_i c_i s_i`` block by block."""
 
-    def __init__(self, actor, *, lr: float, batch_size: int | None, ema_decay: float, standardize_advantages: bool, **shared: Any):
-        super().__init__(actor, lr=lr, batch_size=batch_size, **shared)
-        self.standardize_advantages = bool(standardize_advantages)
-        if not 0.0 <= float(ema_decay) < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay!r}")
-        self.ema_decay = float(ema_decay)
+    @dataclass(frozen=True, kw_only=True)
+    class Hyperparameters(hparams.MinibatchHyperparameters):
+        batch_size: int | None = hparams.batch_size(250, "microbatch size m: one step per microbatch (None: the whole rollout)")
+        ema_decay: float = hparams.hyperparameter(
+            0.9, help="decay of the per-layer running average of the normalisers, in [0, 1)", range=hparams.unit_interval()
+        )
+        standardize_advantages: bool = hparams.hyperparameter(
+            False, help="centre the advantages and divide them by their RMS, per microbatch (as GRPO's group normalisation)"
+        )
+
+    def __init__(self, actor, hp=None, /, **overrides):
+        super().__init__(actor, hp, **overrides)
+        self.standardize_advantages = bool(self.hp.standardize_advantages)
+        self.ema_decay = float(self.hp.ema_decay)
         self.ema: list[float] = []  # one running average per layer, in block order
 
     def _ema(self, layer: int, value: float) -> float:
@@ -132,25 +142,25 @@ class ISOPO(_Layerwise):
     name = "isopo"
     summary = "ISOPO variant A: per-sample, per-layer Fisher-norm normalisation (one pass)"
 
-    def __init__(
-        self,
-        actor,
-        *,
-        lr: float = 0.15,
-        batch_size: int | None = 250,
-        probes: int | None = None,
-        regularization: float = 1.0,
-        ema_decay: float = 0.9,
-        standardize_advantages: bool = True,
-        **shared: Any,
-    ):
-        super().__init__(actor, lr=lr, batch_size=batch_size, ema_decay=ema_decay, standardize_advantages=standardize_advantages, **shared)
-        if probes is not None and (not isinstance(probes, int) or probes < 1):
-            raise ValueError(f"probes must be a positive integer or None (every sample), got {probes!r}")
-        self.probes = probes
-        if not (isinstance(regularization, (int, float)) and regularization >= 0 and regularization < float("inf")):
-            raise ValueError(f"regularization must be a finite number >= 0 (0: the plain divisor n_i), got {regularization!r}")
-        self.regularization = float(regularization)
+    @dataclass(frozen=True, kw_only=True)
+    class Hyperparameters(_Layerwise.Hyperparameters):
+        lr: float = hparams.lr(0.15)
+        probes: int | None = hparams.hyperparameter(
+            None, help="probe samples the Fisher norm n_i is measured against (None: every sample of the microbatch)",
+            range=hparams.Range("int", 1, optional=True, words="a positive integer or None (every sample)"),
+        )
+        regularization: float = hparams.hyperparameter(
+            1.0, help="c of the regularised divisor sqrt(n_i² / (c·EMA[mean n²]) + 1) (0: the plain divisor n_i)",
+            range=hparams.Range("float", 0.0, words="a finite number >= 0 (0: the plain divisor n_i)"),
+        )
+        standardize_advantages: bool = hparams.hyperparameter(
+            True, help="centre the advantages and divide them by their RMS, per microbatch (as GRPO's group normalisation)"
+        )
+
+    def __init__(self, actor, hp=None, /, **overrides):
+        super().__init__(actor, hp, **overrides)
+        self.probes = self.hp.probes
+        self.regularization = float(self.hp.regularization)
 
     def _coefficients(self, layer: int, gram: Tensor, advantages: Tensor) -> tuple[Tensor, float]:
         m = gram.shape[0]
@@ -176,19 +186,14 @@ class ISOPONTK(_Layerwise):
     name = "isopo-ntk"
     summary = "ISOPO variant B: per-layer damped NTK transform of the advantages (one pass)"
 
-    def __init__(
-        self,
-        actor,
-        *,
-        lr: float = 0.3,
-        batch_size: int | None = 250,
-        damping: float = 1.0,
-        ema_decay: float = 0.9,
-        standardize_advantages: bool = False,
-        **shared: Any,
-    ):
-        super().__init__(actor, lr=lr, batch_size=batch_size, ema_decay=ema_decay, standardize_advantages=standardize_advantages, **shared)
-        self.damping = check_positive("damping", damping)
+    @dataclass(frozen=True, kw_only=True)
+    class Hyperparameters(_Layerwise.Hyperparameters):
+        lr: float = hparams.lr(0.3)
+        damping: float = hparams.damping(1.0, "λ relative to the layer's running mean NTK eigenvalue: λ = damping·EMA(trace(K)/m)")
+
+    def __init__(self, actor, hp=None, /, **overrides):
+        super().__init__(actor, hp, **overrides)
+        self.damping = float(self.hp.damping)
 
     def _coefficients(self, layer: int, gram: Tensor, advantages: Tensor) -> tuple[Tensor, float]:
         m = gram.shape[0]

@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from natpg.linalg import check_positive
+from natpg.methods import hyperparameters as hparams
 from natpg.methods.base import PreconditionedRule
 from natpg.methods.registry import register
 from natpg.scores import ScoreBatch, compute_scores
@@ -81,38 +82,30 @@ class KFAC(PreconditionedRule):
     name = "kfac"
     summary = "K-FAC (ACKTR): Kronecker-factored Fisher of sampled actions per linear layer (diagonal elsewhere), KL-clipped step"
 
-    def __init__(
-        self,
-        actor,
-        *,
-        lr: float = 0.25,
-        kl_clip: float = 3e-3,
-        damping: float = 0.01,
-        momentum: float = 0.9,
-        stats_decay: float = 0.95,
-        batch_size: int | None = None,
-        **shared: Any,
-    ):
-        try:
-            ok = 0.0 <= float(momentum) < 1.0
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        try:
-            ok = 0.0 <= float(stats_decay) < 1.0
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ValueError(f"stats_decay must be in [0, 1), got {stats_decay!r}")
-        self.momentum = float(momentum)
-        self.stats_decay = float(stats_decay)
-        super().__init__(actor, lr=lr, batch_size=batch_size, **shared)
-        self.kl_clip = check_positive("kl_clip", kl_clip)
-        self.damping = check_positive("damping", damping)
+    @dataclass(frozen=True, kw_only=True)
+    class Hyperparameters(hparams.MinibatchHyperparameters):
+        lr: float = hparams.lr(0.25, "step size η before the KL clip (the SGD step is η·(1 − momentum), ACKTR's convention)")
+        kl_clip: float = hparams.hyperparameter(
+            3e-3, help="the step is shortened so that η² ĝᵀg (twice its quadratic KL) is at most this", range=hparams.POSITIVE
+        )
+        damping: float = hparams.damping(0.01, "damping λ of the Kronecker-factored solve (A ⊗ G + λI)⁻¹")
+        momentum: float = hparams.hyperparameter(0.9, help="SGD momentum of the step, in [0, 1)", range=hparams.unit_interval())
+        stats_decay: float = hparams.hyperparameter(
+            0.95, help="decay of the running averages of the Kronecker factors, in [0, 1)", range=hparams.unit_interval()
+        )
+
+    def __init__(self, actor, hp=None, /, **overrides):
+        super().__init__(actor, hp, **overrides)
+        self.kl_clip = float(self.hp.kl_clip)
+        self.damping = float(self.hp.damping)
+        self.stats_decay = float(self.hp.stats_decay)
         #: Running factor statistics: module name -> {"A", "G"} (linear) or {"D"} (diagonal).
         self.factors: dict[str, dict[str, Tensor]] = {}
         self.failures_total = 0
+
+    @property
+    def momentum(self) -> float:
+        return float(self.hp.momentum)
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         # ACKTR: MomentumOptimizer(lr·(1−m), m), i.e. buf ← m·buf + u, θ ← θ − lr(1−m)·buf.

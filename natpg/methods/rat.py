@@ -38,12 +38,14 @@ Defaults suit natpg's trainer defaults (T = 1000, one env); the authors' setting
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.distributions import kl_divergence
 
-from natpg.linalg import check_positive, kaczmarz_block_coefficients
+from natpg.linalg import kaczmarz_block_coefficients
+from natpg.methods import hyperparameters as hparams
 from natpg.methods.base import PolicyBatch, UpdateRule, _detached
 from natpg.methods.registry import register
 from natpg.scores import compute_scores, flatten, unflatten
@@ -68,39 +70,39 @@ class RAT(UpdateRule):
     name = "rat"
     summary = "randomised advantage transformation: block Kaczmarz on minibatches, multi-epoch, KL-adaptive lr"
 
-    def __init__(
-        self,
-        actor,
-        *,
-        lr: float = 0.02,
-        damping: float = 0.1,
-        batch_size: int = 250,
-        epochs: int = 4,
-        max_step: float = 1.0,
-        ratio_clip: float = 10.0,
-        kl_target: float = 0.008,
-        lr_min: float = 1e-4,
-        lr_max: float = 0.02,
-        **shared: Any,
-    ):
-        super().__init__(actor, lr=lr, **shared)
-        self.damping = check_positive("damping", damping)
-        for name, value in (("batch_size", batch_size), ("epochs", epochs)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        self.batch_size = batch_size
-        self.epochs = epochs
-        self.max_step = check_positive("max_step", max_step)
-        self.ratio_clip = check_positive("ratio_clip", ratio_clip)
-        if self.ratio_clip < 1.0:
-            raise ValueError(f"ratio_clip must be >= 1 (ratios are clamped to [1/ratio_clip, ratio_clip]), got {ratio_clip!r}")
-        self.kl_target = check_positive("kl_target", kl_target)
-        self.lr_min = check_positive("lr_min", lr_min)
-        self.lr_max = check_positive("lr_max", lr_max)
-        if self.lr_min > self.lr_max:
-            raise ValueError(f"lr_min {lr_min} must be at most lr_max {lr_max}")
-        if not self.lr_min <= self.lr <= self.lr_max:
-            raise ValueError(f"lr {lr} must lie in [lr_min, lr_max] = [{lr_min}, {lr_max}]")
+    @dataclass(frozen=True, kw_only=True)
+    class Hyperparameters(hparams.Hyperparameters):
+        lr: float = hparams.lr(0.02, "initial step size, adapted to the KL target within [lr_min, lr_max]")
+        damping: float = hparams.damping(0.1, "damping λ of each block-Kaczmarz solve")
+        batch_size: int = hparams.hyperparameter(250, help="minibatch (Kaczmarz block) size", range=hparams.POSITIVE_INT)
+        epochs: int = hparams.hyperparameter(4, help="passes over the rollout per update", range=hparams.POSITIVE_INT)
+        max_step: float = hparams.hyperparameter(1.0, help="largest parameter step ‖lr·w‖ per minibatch (the step is clipped)",
+                                            range=hparams.POSITIVE)
+        ratio_clip: float = hparams.hyperparameter(
+            10.0, help="importance ratios are clamped to [1/ratio_clip, ratio_clip] (>= 1)", range=hparams.POSITIVE
+        )
+        kl_target: float = hparams.hyperparameter(0.008, help="KL per update the step size is adapted to", range=hparams.POSITIVE)
+        lr_min: float = hparams.hyperparameter(1e-4, help="lower bound of the adapted lr", range=hparams.POSITIVE)
+        lr_max: float = hparams.hyperparameter(0.02, help="upper bound of the adapted lr", range=hparams.POSITIVE)
+
+        def check(self) -> None:
+            super().check()
+            if self.ratio_clip < 1.0:
+                raise ValueError(
+                    f"ratio_clip must be >= 1 (ratios are clamped to [1/ratio_clip, ratio_clip]), got {self.ratio_clip!r}"
+                )
+            if self.lr_min > self.lr_max:
+                raise ValueError(f"lr_min {self.lr_min} must be at most lr_max {self.lr_max}")
+            if not self.lr_min <= self.lr <= self.lr_max:
+                raise ValueError(f"lr {self.lr} must lie in [lr_min, lr_max] = [{self.lr_min}, {self.lr_max}]")
+
+    def __init__(self, actor, hp=None, /, **overrides):
+        super().__init__(actor, hp, **overrides)
+        h = self.hp
+        self.damping = float(h.damping)
+        self.batch_size, self.epochs = h.batch_size, h.epochs
+        self.max_step, self.ratio_clip = float(h.max_step), float(h.ratio_clip)
+        self.kl_target, self.lr_min, self.lr_max = float(h.kl_target), float(h.lr_min), float(h.lr_max)
         self.last_direction: torch.Tensor | None = None  # final Kaczmarz iterate w of the last update
 
     def _step(self, batch: PolicyBatch) -> dict[str, float]:

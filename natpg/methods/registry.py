@@ -33,17 +33,25 @@ def get(name: str) -> type["UpdateRule"]:
 
 
 def build(cls: type["UpdateRule"], actor, **hyperparameters: Any) -> "UpdateRule":
-    """``cls(actor, **hyperparameters)``. A rule whose constructor neither names nor forwards
-    (``**shared``) the base class's ``max_kl`` still gets the shared trust region: it is set
-    after construction, so a user's rule written before it existed keeps working."""
+    """``cls(actor, **hyperparameters)``. A rule written the old way, whose ``__init__`` names
+    its keyword-only hyperparameters and forwards nothing else (no ``**kwargs``), is given only
+    the ones it names: an inherited one it does not name must be at its default, except the
+    shared trust region's ``max_kl``, which is set after construction, so that a user's rule
+    written before it existed keeps working."""
     import inspect
 
+    from natpg.methods.hyperparameters import hyperparameter_class
+
     params = inspect.signature(cls.__init__).parameters
-    forwards = "max_kl" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-    if forwards or "max_kl" not in hyperparameters:
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return cls(actor, **hyperparameters)
-    max_kl = hyperparameters.pop("max_kl")
-    rule = cls(actor, **hyperparameters)
+    named = {k: v for k, v in hyperparameters.items() if k in params}
+    max_kl = hyperparameters.get("max_kl") if "max_kl" not in params else None
+    defaults = hyperparameter_class(cls).defaults()
+    ignored = sorted(k for k, v in hyperparameters.items() if k not in params and k != "max_kl" and v != defaults.get(k))
+    if ignored:
+        raise ValueError(f"{cls.name or cls.__name__}.__init__ does not take {', '.join(ignored)}")
+    rule = cls(actor, **named)
     if max_kl is not None:
         from natpg.linalg import check_positive
 

@@ -22,6 +22,7 @@ All three take the same opt-in **adaptive damping** (:class:`DampingControl`).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,15 +30,39 @@ from torch import Tensor
 from torch.distributions import Distribution, kl_divergence
 
 from natpg.linalg import check_positive, sherman_morrison_solve
+from natpg.methods import hyperparameters as hparams
 from natpg.methods.base import PolicyBatch, PreconditionedRule, _detached
 from natpg.methods.registry import register
 from natpg.policies import Actor
 from natpg.scores import ScoreBatch, compute_scores, flatten
 
-__all__ = ["DampingControl", "SMAC", "SMACVec"]
+__all__ = ["AdaptiveDampingHyperparameters", "DampingControl", "SMAC", "SMACVec"]
 
 #: Adaptive damping leaves λ alone while the realised KL is within this factor of the target.
 KL_BAND = 2.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdaptiveDampingHyperparameters(hparams.Hyperparameters):
+    """The damping λ of the SMAC rules and its opt-in adaptation (:class:`DampingControl`)."""
+
+    damping: float = hparams.damping(0.1, "damping λ of the rank-1 Fisher λI + uuᵀ (the initial λ when adapted)")
+    adaptive_damping: bool = hparams.hyperparameter(
+        False, help="adapt λ after every update from the realised KL, Levenberg–Marquardt style"
+    )
+    kl_target: float = hparams.hyperparameter(
+        0.01, help=f"KL the adaptation aims at: λ grows above {KL_BAND:g}× it and shrinks below 1/{KL_BAND:g} of it",
+        range=hparams.POSITIVE,
+    )
+    damping_factor: float = hparams.hyperparameter(
+        1.5, help="factor λ is multiplied or divided by when adapted (> 1)", range=hparams.POSITIVE
+    )
+    damping_min: float = hparams.hyperparameter(1e-4, help="lower bound of the adapted λ", range=hparams.POSITIVE)
+    damping_max: float = hparams.hyperparameter(1e4, help="upper bound of the adapted λ", range=hparams.POSITIVE)
+
+    def check(self) -> None:
+        super().check()
+        DampingControl.of(self)  # the relations (factor > 1, min <= damping <= max), in its words
 
 
 class DampingControl:
@@ -68,6 +93,10 @@ class DampingControl:
             raise ValueError(f"damping_min ({minimum!r}) must be at most damping_max ({maximum!r})")
         if adaptive and not self.minimum <= self.damping <= self.maximum:
             raise ValueError(f"damping {damping!r} must lie in [damping_min, damping_max] = [{minimum!r}, {maximum!r}]")
+
+    @classmethod
+    def of(cls, h: AdaptiveDampingHyperparameters) -> "DampingControl":
+        return cls(h.damping, h.adaptive_damping, h.kl_target, h.damping_factor, h.damping_min, h.damping_max)
 
     def before(self, actor: Actor, obs: Tensor) -> Distribution | None:
         """π_old on the batch (detached) when adapting, else None. Call before the step."""
@@ -102,22 +131,13 @@ class _SMACRule(PreconditionedRule):
     """Shared by ``smac`` and ``smac-vec``: damping (fixed or adaptive), one optimizer step
     per minibatch of ``batch_size`` samples, a ``steps`` diagnostic."""
 
-    def __init__(
-        self,
-        actor,
-        *,
-        lr: float,
-        damping: float,
-        batch_size: int | None,
-        adaptive_damping: bool,
-        kl_target: float,
-        damping_factor: float,
-        damping_min: float,
-        damping_max: float,
-        **shared: Any,
-    ):
-        super().__init__(actor, lr=lr, batch_size=batch_size, **shared)
-        self.control = DampingControl(damping, adaptive_damping, kl_target, damping_factor, damping_min, damping_max)
+    @dataclass(frozen=True, kw_only=True)
+    class Hyperparameters(AdaptiveDampingHyperparameters, hparams.MinibatchHyperparameters):
+        pass
+
+    def __init__(self, actor, hp=None, /, **overrides):
+        super().__init__(actor, hp, **overrides)
+        self.control = DampingControl.of(self.hp)
 
     @property
     def damping(self) -> float:
@@ -160,22 +180,9 @@ class SMAC(_SMACRule):
     name = "smac"
     summary = "Sherman–Morrison rank-1 damped Fisher on the batch-mean score (paper's B-batch variant)"
 
-    def __init__(
-        self,
-        actor,
-        *,
-        lr: float = 5e-3,
-        damping: float = 0.1,
-        batch_size: int | None = None,
-        adaptive_damping: bool = False,
-        kl_target: float = 0.01,
-        damping_factor: float = 1.5,
-        damping_min: float = 1e-4,
-        damping_max: float = 1e4,
-        **shared: Any,
-    ):
-        super().__init__(actor, lr=lr, damping=damping, batch_size=batch_size, adaptive_damping=adaptive_damping,
-                         kl_target=kl_target, damping_factor=damping_factor, damping_min=damping_min, damping_max=damping_max, **shared)
+    @dataclass(frozen=True, kw_only=True)
+    class Hyperparameters(_SMACRule.Hyperparameters):
+        lr: float = hparams.lr(5e-3)
 
     def direction(self, scores: ScoreBatch, advantages: Tensor | None, grad: Tensor):
         n = scores.num_samples
@@ -198,22 +205,10 @@ class SMACVec(_SMACRule):
     name = "smac-vec"
     summary = "per-sample Sherman–Morrison steps at the same θ, averaged in one pass (ours)"
 
-    def __init__(
-        self,
-        actor,
-        *,
-        lr: float = 1.0,
-        damping: float = 10.0,
-        batch_size: int | None = None,
-        adaptive_damping: bool = False,
-        kl_target: float = 0.01,
-        damping_factor: float = 1.5,
-        damping_min: float = 1e-4,
-        damping_max: float = 1e4,
-        **shared: Any,
-    ):
-        super().__init__(actor, lr=lr, damping=damping, batch_size=batch_size, adaptive_damping=adaptive_damping,
-                         kl_target=kl_target, damping_factor=damping_factor, damping_min=damping_min, damping_max=damping_max, **shared)
+    @dataclass(frozen=True, kw_only=True)
+    class Hyperparameters(_SMACRule.Hyperparameters):
+        lr: float = hparams.lr(1.0, "step size η of the averaged per-sample steps (lr = B·η sums them)")
+        damping: float = hparams.damping(10.0, "damping λ of each per-sample step η A_i s_i / (λ + ‖s_i‖²)")
 
     def _minibatch_direction(self, scores: ScoreBatch, advantages: Tensor) -> tuple[Tensor, dict[str, float]]:
         return self.direction(scores, advantages, None)

@@ -25,15 +25,17 @@ same parameters as a dense float64 reference, step by step.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from natpg.methods import hyperparameters as hparams
 from natpg.methods.base import PolicyBatch, UpdateRule
 from natpg.methods.registry import register
-from natpg.methods.smac import DampingControl
+from natpg.methods.smac import AdaptiveDampingHyperparameters, DampingControl
 from natpg.policies import Actor, CategoricalActor, GaussianActor
 from natpg.scores import trainable_parameters
 
@@ -210,24 +212,20 @@ class SMACSingle(UpdateRule):
     name = "smac-single"
     summary = "SMAC Algorithm 1: one Sherman–Morrison step per sample at the current θ (sequential)"
 
-    def __init__(
-        self,
-        actor,
-        *,
-        lr: float = 5e-3,
-        damping: float = 0.1,
-        backend: str = "auto",
-        adaptive_damping: bool = False,
-        kl_target: float = 0.01,
-        damping_factor: float = 1.5,
-        damping_min: float = 1e-4,
-        damping_max: float = 1e4,
-        **shared: Any,
-    ):
-        super().__init__(actor, lr=lr, **shared)
-        _resolve_backend(actor, backend)  # fail at construction, not at the first update
-        self.backend = backend
-        self.control = DampingControl(damping, adaptive_damping, kl_target, damping_factor, damping_min, damping_max)
+    @dataclass(frozen=True, kw_only=True)
+    class Hyperparameters(AdaptiveDampingHyperparameters):
+        lr: float = hparams.lr(5e-3, "step size η of each per-sample step η A s / (λ + ‖s‖²)")
+        backend: str = hparams.hyperparameter(
+            "auto", help="how each per-sample step is computed: mlp (by hand, natpg's MLP actors, ~10× faster), "
+            "autograd (any actor), auto (mlp where it applies)",
+            range=hparams.Range("str", choices=_BACKENDS),
+        )
+
+    def __init__(self, actor, hp=None, /, **overrides):
+        super().__init__(actor, hp, **overrides)
+        self.backend = self.hp.backend
+        _resolve_backend(actor, self.backend)  # fail at construction, not at the first update
+        self.control = DampingControl.of(self.hp)
 
     @property
     def damping(self) -> float:
