@@ -218,6 +218,12 @@ def _from_factory(factory, label: str, max_episode_steps: int | None) -> gym.Env
         raise ValueError(f"the env factory {label!r} returned {type(env).__name__}, not a gymnasium.Env")
     if max_episode_steps is not None:
         env = gym.wrappers.TimeLimit(env, max_episode_steps)
+    return _checked(env, label)
+
+
+def _checked(env: gym.Env, label: str) -> gym.Env:
+    """``env`` if natpg can train on its spaces (closed and refused otherwise), with a
+    Discrete action space shifted to start at 0."""
     try:
         check_spaces(label, env.observation_space, env.action_space)
     except ValueError:
@@ -238,14 +244,7 @@ def make_env(env_id: str, max_episode_steps: int | None = None, **kwargs) -> gym
         env = gym.make(name, **kwargs)
     except (gym.error.Error, ImportError) as exc:
         raise ValueError(f"{setting_value('env_id', env_id, quote=True)} cannot be created: {exc}") from None
-    try:
-        check_spaces(env_id, env.observation_space, env.action_space)
-    except ValueError:
-        env.close()
-        raise
-    if isinstance(env.action_space, spaces.Discrete) and int(env.action_space.start) != 0:
-        env = _ShiftDiscrete(env)
-    return env
+    return _checked(env, env_id)
 
 
 @dataclass
