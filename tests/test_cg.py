@@ -9,8 +9,8 @@ from torch.distributions import kl_divergence
 from natpg import methods
 from natpg.methods import trust_region
 from natpg.linalg import conjugate_gradient, woodbury_solve
-from natpg.methods.base import PolicyBatch, _detached
-from natpg.scores import flatten
+from natpg.methods.base import PolicyBatch
+from natpg.scores import detached, flatten
 from tests.conftest import dense_scores, tiny_actor, tiny_batch
 from tests.test_fisher import explicit_fisher
 
@@ -139,7 +139,7 @@ def test_trpo_never_violates_kl_or_worsens_surrogate(kind, lr):
         obs, actions, adv = tiny_batch(actor, n=32, seed=seed)
         batch = PolicyBatch(obs, actions, adv)
         with torch.no_grad():
-            old_dist = _detached(actor.distribution(obs))
+            old_dist = detached(actor.distribution(obs))
             old_logp = old_dist.log_prob(actions)
         before = _flat(actor)
         info = rule.update(batch)

@@ -5,7 +5,7 @@ import torch
 from torch.distributions import kl_divergence
 from torch.func import functional_call
 
-from natpg.methods.base import _detached
+from natpg.scores import detached
 from natpg.scores import fisher_vector_product, flatten, unflatten
 from tests.conftest import dense_scores, tiny_actor, tiny_batch
 
@@ -50,7 +50,7 @@ def kl_hessian(actor, obs):
     """Hessian of θ ↦ mean KL(π_old ‖ π_θ) at θ_old: an independent route to the Fisher."""
     params = _params(actor)
     names = [n for n, p in actor.named_parameters() if p.requires_grad]
-    old = _detached(actor.distribution(obs))
+    old = detached(actor.distribution(obs))
 
     class Wrapper(torch.nn.Module):
         def __init__(self):

@@ -153,9 +153,6 @@ class PolicyBatch:
             yield self.slice(start, min(start + size, n))
 
 
-_detached = detached  # the rules' name for it
-
-
 def cosine(a: Tensor, b: Tensor) -> float:
     """cos(a, b) computed in float64 and clamped to [-1, 1] (0 if either is zero): a float32
     dot product of parallel vectors can round to 1.0000001 on one CPU and not on another."""
@@ -263,7 +260,7 @@ class UpdateRule(ABC):
         info = self._apply(batch)
         step = flatten([p.detach() for p in self.params]) - old
         with torch.no_grad():
-            old_dist = _detached(old_dist)
+            old_dist = detached(old_dist)
             kl = kl_divergence(old_dist, self.actor.distribution(batch.obs)).mean()
             entropy = old_dist.entropy().mean()
         info.update(

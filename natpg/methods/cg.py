@@ -23,10 +23,10 @@ from torch import Tensor
 
 from natpg.linalg import conjugate_gradient
 from natpg.methods import hyperparameters as hparams
-from natpg.methods.base import PolicyBatch, PreconditionedRule, UpdateRule, _detached
+from natpg.methods.base import PolicyBatch, PreconditionedRule, UpdateRule
 from natpg.methods.registry import register
-from natpg.methods.trust_region import kl_radius_scale, line_search
-from natpg.scores import ScoreBatch, fisher_vector_product, flatten
+from natpg.methods.trust_region import kl_radius_scale, line_search, rejected
+from natpg.scores import ScoreBatch, detached, fisher_vector_product, flatten
 
 __all__ = ["ACCG", "TRPO"]
 
@@ -112,7 +112,7 @@ class TRPO(UpdateRule):
     def _step(self, batch: PolicyBatch) -> dict[str, float]:
         dist = self.actor.distribution(batch.obs)
         logp = dist.log_prob(batch.actions)
-        old_dist, old_logp = _detached(dist), logp.detach()
+        old_dist, old_logp = detached(dist), logp.detach()
         surrogate = (torch.exp(logp - old_logp) * batch.advantages).mean()
         grad = flatten(torch.autograd.grad(surrogate, self.params))
         old_surrogate = float(surrogate.detach())
@@ -129,8 +129,7 @@ class TRPO(UpdateRule):
                 info.update(search, expected_gain=search["step_fraction"] * float(torch.dot(grad, full_step)))
         if not info.get("ls_accepted"):
             self.rejected_updates += 1
-            info.update(ls_accepted=0.0, backtracks=float(self.backtrack_iters), step_fraction=0.0,
-                        surrogate_gain=0.0, ls_kl=0.0)
+            info.update(rejected(self.backtrack_iters))
         info["rejected_updates"] = float(self.rejected_updates)
         return info
 

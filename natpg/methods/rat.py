@@ -46,9 +46,9 @@ from torch.distributions import kl_divergence
 
 from natpg.linalg import kaczmarz_block_coefficients
 from natpg.methods import hyperparameters as hparams
-from natpg.methods.base import PolicyBatch, UpdateRule, _detached
+from natpg.methods.base import PolicyBatch, UpdateRule
 from natpg.methods.registry import register
-from natpg.scores import compute_scores, flatten, unflatten
+from natpg.scores import compute_scores, detached, flatten, unflatten
 
 __all__ = ["RAT", "adapt_lr"]
 
@@ -110,7 +110,7 @@ class RAT(UpdateRule):
         adv = batch.advantages - batch.advantages.mean()
         adv = adv / (adv.pow(2).mean().sqrt() + 1e-8)
         with torch.no_grad():
-            old_dist = _detached(self.actor.distribution(batch.obs))
+            old_dist = detached(self.actor.distribution(batch.obs))
             old_log_prob = old_dist.log_prob(batch.actions)
         w = torch.zeros(sum(p.numel() for p in self.params), dtype=adv.dtype)
         lr = self.lr

@@ -31,10 +31,10 @@ from torch.distributions import Distribution, kl_divergence
 
 from natpg.linalg import check_positive, sherman_morrison_solve
 from natpg.methods import hyperparameters as hparams
-from natpg.methods.base import PolicyBatch, PreconditionedRule, _detached
+from natpg.methods.base import PolicyBatch, PreconditionedRule
 from natpg.methods.registry import register
 from natpg.policies import Actor
-from natpg.scores import ScoreBatch, compute_scores, flatten
+from natpg.scores import ScoreBatch, compute_scores, detached, flatten
 
 __all__ = ["AdaptiveDampingHyperparameters", "DampingControl", "SMAC", "SMACVec"]
 
@@ -103,7 +103,7 @@ class DampingControl:
         if not self.adaptive:
             return None
         with torch.no_grad():
-            return _detached(actor.distribution(obs))
+            return detached(actor.distribution(obs))
 
     def after(self, actor: Actor, obs: Tensor, old: Distribution | None) -> dict[str, float]:
         """Adapt λ from the realised KL of the step just taken; returns diagnostics (empty

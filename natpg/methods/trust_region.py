@@ -23,7 +23,7 @@ from torch.distributions import Distribution, kl_divergence
 
 from natpg.scores import detached, fisher_vector_product, flatten, unflatten
 
-__all__ = ["BACKTRACK_ITERS", "BACKTRACK_RATIO", "kl_radius_scale", "line_search", "set_flat"]
+__all__ = ["BACKTRACK_ITERS", "BACKTRACK_RATIO", "kl_radius_scale", "line_search", "rejected", "set_flat"]
 
 #: Trials of the line search and the shrink factor between them (TRPO's usual values).
 BACKTRACK_ITERS = 10
@@ -35,6 +35,11 @@ def set_flat(params: Sequence[nn.Parameter], flat: Tensor) -> None:
     """Copy a flat vector into ``params`` (in their order)."""
     for p, v in zip(params, unflatten(flat, params)):
         p.copy_(v)
+
+
+def rejected(backtracks: int) -> dict[str, float]:
+    """The line-search diagnostics of an update that took no step after ``backtracks`` trials."""
+    return {"ls_accepted": 0.0, "backtracks": float(backtracks), "step_fraction": 0.0, "surrogate_gain": 0.0, "ls_kl": 0.0}
 
 
 def kl_radius_scale(quadratic: float, max_kl: float) -> float | None:
@@ -86,7 +91,7 @@ def line_search(
                     "surrogate_gain": surrogate - old_surrogate, "ls_kl": kl}
         fraction *= ratio
     set_flat(params, old)
-    return {"ls_accepted": 0.0, "backtracks": float(iters), "step_fraction": 0.0, "surrogate_gain": 0.0, "ls_kl": 0.0}
+    return rejected(iters)
 
 
 def constrain(rule, batch, step) -> dict[str, float]:
@@ -109,7 +114,7 @@ def constrain(rule, batch, step) -> dict[str, float]:
     beta = kl_radius_scale(quadratic, rule.max_kl)
     info.update(tr_scale=0.0 if beta is None else beta, tr_kl_model=0.5 * quadratic if math.isfinite(quadratic) else math.inf)
     if beta is None:  # no step, or no curvature along it: nothing to take
-        info.update(ls_accepted=0.0, backtracks=0.0, step_fraction=0.0, surrogate_gain=0.0, ls_kl=0.0)
+        info.update(rejected(0))
         return info
     old_surrogate = float(batch.advantages.mean())  # ratio = 1 at the old parameters
     info.update(line_search(rule.actor, params, batch, old, beta * direction, rule.max_kl, old_dist, old_logp, old_surrogate))
