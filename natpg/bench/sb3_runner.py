@@ -160,12 +160,10 @@ def _zoo_settings(name: str, env_id: str) -> tuple[dict[str, Any], int, dict[str
 def train_sb3(spec: "RunSpec", run_dir: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     import torch
 
-    from natpg.bench.suites import parse_method_spec
     from natpg.envs import check_env_id
     from natpg.trainer import final_return
 
-    name, hp = parse_method_spec(spec.method_spec)
-    hp = {**hp, **(overrides or {})}
+    name, hp = spec.method, {**spec.settings, **(overrides or {})}
     why = sb3_missing(name)
     if why:
         raise RuntimeError(why)

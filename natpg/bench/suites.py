@@ -2,7 +2,9 @@
 
 A *method spec* is a registered method name, optionally with fixed hyperparameters:
 ``smac``, ``smac:batch_size=1``, ``ac-sgd:lr=0.01``. Names starting with ``sb3-`` are the
-Stable-Baselines3 reference baselines run by :mod:`natpg.bench.sb3_runner`.
+Stable-Baselines3 reference baselines run by :mod:`natpg.bench.sb3_runner`. A spec may name
+its own preset, ``rat:preset=rat-authors`` (``preset=none``: the bare defaults), which its runs
+use in place of the sweep's.
 
 Budgets (the paper states none; these are ours, and they are written in docs/results.md):
 
@@ -13,7 +15,17 @@ Budgets (the paper states none; these are ours, and they are written in docs/res
 
 A suite's ``preset`` is the hyperparameter preset its natpg runs resolve (``natpg bench
 --suite`` uses it unless ``--preset`` is given); ``None`` is natpg's default recipe (preset
-``natpg``) and the env's own horizon, for natpg rules and SB3 rows alike.
+``natpg``) and the env's own horizon, for natpg rules and SB3 rows alike; ``"none"`` the bare
+defaults of the trainer and the rules (T = 1000, no normalisation: natpg's defaults before the
+recipe, with which the ``baselines-*`` and ``isopo-rat-cartpole`` results were made).
+
+A suite is the grid envs × methods × seeds, less what ``method_envs`` (a spec that runs on some
+of the envs only) and ``method_seeds`` (a spec that runs on the first few seeds only, e.g. a slow
+variant measured for its time) leave out.
+
+The suites ``fig1``, ``adaptive-damping``, ``baselines-*`` and ``isopo-rat-*`` run what the
+scripts benchmarks/fig1_ablation.py, smac_adaptive_damping.py, baselines.py and isopo_rat.py
+ran (their results, from those scripts, are under benchmarks/results/ with the docs that cite them).
 """
 
 from __future__ import annotations
@@ -22,12 +34,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from natpg.presets import PAPER_ENVS
+from natpg.presets import NO_PRESET, PAPER_ENVS
 
 __all__ = [
     "Suite", "SUITES", "PAPER_METHODS", "SB3_METHODS", "SB3_ZOO_METHODS", "MUJOCO_FIELD_METHODS",
     "CLASSIC_CONTROL", "MUJOCO", "MUJOCO_STANDARD",
-    "parse_method_spec", "method_label", "default_steps", "get_suite", "registered_methods",
+    "parse_method_spec", "method_label", "spec_preset", "default_steps", "get_suite", "registered_methods",
 ]
 
 CLASSIC_CONTROL = ("CartPole-v1", "Acrobot-v1", "Pendulum-v1")
@@ -99,6 +111,16 @@ def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name, overrides
 
 
+def spec_preset(spec: str, preset: str | None) -> str | None:
+    """The preset the runs of ``spec`` use: its own ``preset=NAME`` (``preset=none`` for the bare
+    defaults), else the sweep's ``preset``."""
+    overrides = parse_method_spec(spec)[1]
+    if "preset" not in overrides:
+        return preset
+    own = overrides["preset"]
+    return NO_PRESET if own is None else str(own)
+
+
 def method_label(spec: str) -> str:
     """A directory-safe label of a method spec: ``smac:batch_size=1`` → ``smac@batch_size=1``."""
     name, overrides = parse_method_spec(spec)
@@ -117,13 +139,29 @@ class Suite:
     seeds: int = 3
     steps: dict[str, int] = field(default_factory=dict)  # per env; missing → default_steps
     preset: str | None = "paper"
+    method_envs: dict[str, tuple[str, ...]] = field(default_factory=dict)  # spec → the only envs it runs on
+    method_seeds: dict[str, int] = field(default_factory=dict)  # spec → how many of the seeds it runs (the first)
+
+    def __post_init__(self) -> None:
+        stray = sorted((set(self.method_envs) | set(self.method_seeds)) - set(self.methods or ()))
+        if stray:
+            raise ValueError(f"suite {self.name}: {', '.join(stray)} restricted but not among its methods")
 
     def resolved_methods(self) -> list[str]:
         return list(self.methods) if self.methods is not None else registered_methods()
 
+    def includes(self, env_id: str, spec: str, seed_index: int = 0) -> bool:
+        """Whether the grid cell (env, method spec, ``seed_index``-th seed of the sweep) is run."""
+        if spec in self.method_envs and env_id not in self.method_envs[spec]:
+            return False
+        return seed_index < self.method_seeds.get(spec, seed_index + 1)
+
     def steps_for(self, env_id: str) -> int:
         return self.steps.get(env_id, default_steps(env_id))
 
+
+#: Levenberg–Marquardt damping from the realised KL (docs/smac.md, "Adaptive damping").
+_ADAPTIVE = "adaptive_damping=true+kl_target=0.01"
 
 SUITES: dict[str, Suite] = {
     "paper": Suite(
@@ -178,6 +216,65 @@ SUITES: dict[str, Suite] = {
         ("smac-single", "smac:batch_size=10", "smac:batch_size=100", "smac", "smac-vec"),
         seeds=3,
         steps={"CartPole-v1": 200_000, "Pendulum-v1": 200_000, "HalfCheetah-v5": 200_000},
+    ),
+    # ------------------------------------------------- once benchmarks/*.py, results in benchmarks/results/
+    "fig1": Suite(
+        "fig1",
+        "the Figure 1 ablation of docs/smac.md: smac-single (Algorithm 1, also at lr 1e-3), smac at B = 1 (the same "
+        "algorithm through the generic batch path, first seed only, for its time), 10, 100 and 1000, ac-sgd and "
+        "ac-sgd-matched on HalfCheetah and Hopper, 100k steps",
+        ("HalfCheetah-v5", "Hopper-v5"),
+        # The paper preset gives every SMAC variant and ac-sgd-matched the paper's SMAC η and λ.
+        ("smac-single", "smac:batch_size=1", "smac:batch_size=10", "smac:batch_size=100", "smac:batch_size=1000",
+         "ac-sgd", "ac-sgd-matched", "smac-single:lr=0.001"),
+        seeds=3,
+        steps={"HalfCheetah-v5": 100_000, "Hopper-v5": 100_000},
+        method_seeds={"smac:batch_size=1": 1},
+    ),
+    "adaptive-damping": Suite(
+        "adaptive-damping",
+        "adaptive (KL target 0.01) against fixed damping for smac and smac-single, with ac-sgd-matched and the post-hoc "
+        "λ = 0.13 rows, on HalfCheetah (200k steps); smac fixed and adaptive on CartPole (100k)",
+        ("HalfCheetah-v5", "CartPole-v1"),
+        ("smac", f"smac:{_ADAPTIVE}", "smac-single", f"smac-single:{_ADAPTIVE}", "ac-sgd-matched",
+         # Post hoc, from the adaptive runs (median λ over their updates, 3 seeds: 0.13): is the
+         # gain the adaptation, or only a smaller λ, i.e. a longer step?
+         "smac:damping=0.13", "ac-sgd-matched:damping=0.13"),
+        seeds=3,
+        steps={"HalfCheetah-v5": 200_000, "CartPole-v1": 100_000},
+        method_envs={spec: ("HalfCheetah-v5",) for spec in (
+            "smac-single", f"smac-single:{_ADAPTIVE}", "ac-sgd-matched", "smac:damping=0.13", "ac-sgd-matched:damping=0.13")},
+    ),
+    **{f"baselines-{task.lower()}": Suite(
+        f"baselines-{task.lower()}",
+        f"the natural-gradient baselines ac-cg, trpo, kfac and ef-exact at their defaults on {env}, {steps // 1000}k "
+        f"steps, {seeds} seed{'s' if seeds > 1 else ''}, the bare trainer defaults (T = 1000, no normalisation)",
+        (env,),
+        ("ac-cg", "trpo", "kfac", "ef-exact"),
+        seeds=seeds,
+        steps={env: steps},
+        preset=NO_PRESET,
+    ) for task, env, steps, seeds in (("cartpole", "CartPole-v1", 150_000, 3), ("halfcheetah", "HalfCheetah-v5", 300_000, 1))},
+    "isopo-rat-cartpole": Suite(
+        "isopo-rat-cartpole",
+        "isopo, isopo-ntk and rat at their defaults on CartPole, 150k steps, the bare trainer defaults (T = 1000, "
+        "no normalisation)",
+        ("CartPole-v1",),
+        ("isopo", "isopo-ntk", "rat"),
+        seeds=3,
+        steps={"CartPole-v1": 150_000},
+        preset=NO_PRESET,
+    ),
+    "isopo-rat-halfcheetah": Suite(
+        "isopo-rat-halfcheetah",
+        "isopo (lr 0.04) and isopo-ntk (lr 0.02) under the paper preset, rat under the presets rat-t1000 and "
+        "rat-authors, and ac-sgd (paper) on HalfCheetah, 300k steps, 1 seed",
+        ("HalfCheetah-v5",),
+        # ISOPO's CartPole defaults do not transfer (isopo-ntk diverged within 5k steps, isopo's KL
+        # was ~0.1 per update): lr chosen by a 5k-step probe for a per-update KL of ~0.005.
+        ("isopo:lr=0.04", "isopo-ntk:lr=0.02", "rat:preset=rat-t1000", "rat:preset=rat-authors", "ac-sgd"),
+        seeds=1,
+        steps={"HalfCheetah-v5": 300_000},
     ),
 }
 

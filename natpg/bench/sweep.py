@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from natpg._messages import did_you_mean, phrase, setting_name, setting_value, use_wording
-from natpg.bench.suites import SB3_METHODS, Suite, default_steps, method_label, parse_method_spec
+from natpg.bench.suites import SB3_METHODS, Suite, default_steps, method_label, parse_method_spec, spec_preset
 from natpg.runlog import atomic_write_json, clear_run_files, cpu_model, source_revision
 
 __all__ = ["RunSpec", "RunOutcome", "plan_runs", "check_plan", "run_status", "execute_run", "run_sweep", "machine_info"]
@@ -53,6 +53,11 @@ class RunSpec:
     @property
     def method(self) -> str:
         return parse_method_spec(self.method_spec)[0]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The spec's fixed hyperparameters and trainer settings (its ``preset`` is :attr:`preset`)."""
+        return {k: v for k, v in parse_method_spec(self.method_spec)[1].items() if k != "preset"}
 
     @property
     def label(self) -> str:
@@ -98,10 +103,13 @@ def plan_runs(
     preset: str | None = None,
     overrides: dict[str, Any] | None = None,
     order: str = "seed",
+    suite: Suite | None = None,
 ) -> list[RunSpec]:
-    """Every (env, method, seed) as a RunSpec. ``order="seed"`` (default) runs every env and
-    method at the first seed before any second seed, so a sweep cut short still covers every
-    task; ``order="env"`` finishes one env (all methods and seeds) before the next."""
+    """Every (env, method, seed) as a RunSpec, less the cells ``suite`` leaves out
+    (:meth:`Suite.includes`). ``order="seed"`` (default) runs every env and method at the first
+    seed before any second seed, so a sweep cut short still covers every task; ``order="env"``
+    finishes one env (all methods and seeds) before the next. A spec's own ``preset=`` wins over
+    ``preset``."""
     if order not in ("seed", "env"):
         raise ValueError(f"{setting_name('order')} must be seed or env, got {order!r}")
     envs, method_specs, seeds = list(envs), list(method_specs), [int(s) for s in seeds]
@@ -117,10 +125,11 @@ def plan_runs(
         return steps(env_id)
 
     if order == "seed":
-        keys = [(e, m, s) for s in seeds for e in envs for m in method_specs]
+        keys = [(e, m, i) for i in range(len(seeds)) for e in envs for m in method_specs]
     else:
-        keys = [(e, m, s) for e in envs for m in method_specs for s in seeds]
-    return [RunSpec(e, m, s, int(budget(e)), preset, str(run_dir_for(out, e, m, s)), extra) for e, m, s in keys]
+        keys = [(e, m, i) for e in envs for m in method_specs for i in range(len(seeds))]
+    return [RunSpec(e, m, seeds[i], int(budget(e)), spec_preset(m, preset), str(run_dir_for(out, e, m, seeds[i])), extra)
+            for e, m, i in keys if suite is None or suite.includes(e, m, i)]
 
 
 #: Settings the sweep gives every natpg run from its own arguments: a method spec or ``--set``
@@ -156,6 +165,8 @@ def _check_method_spec(spec: str) -> str | None:
         known = methods.available() + list(SB3_METHODS)
         raise ValueError(f"{shown}: unknown method {name!r}{did_you_mean(name, known)} (available: {', '.join(known)})")
     for key in spec_overrides:
+        if key == "preset":  # the spec's own preset, checked per env by check_plan
+            continue
         _refuse_sweep_setting(key, shown)
         if key not in own and key not in extra:
             also = "; trainer settings such as rollout_steps are accepted too" if extra else ""
@@ -192,12 +203,14 @@ def check_plan(
     steps: int | dict[str, int] | None,
     preset: str | None,
     overrides: dict[str, Any],
+    suite: Suite | None = None,
 ) -> None:
     """Refuse, in one line that names the fix, a sweep that cannot run as asked: an unknown env
     or method (with a did-you-mean), a method whose package is missing, a setting in a method
-    spec or ``--set`` that nothing takes, an env the preset has no values for, a bad seed or
-    budget. Creates nothing; the values of hyperparameters are the runs' own to check (a run
-    that refuses them fails alone and the sweep goes on)."""
+    spec or ``--set`` that nothing takes, an env the preset (the sweep's, or a spec's own) has no
+    values for, a bad seed or budget. Creates nothing; the values of hyperparameters are the
+    runs' own to check (a run that refuses them fails alone and the sweep goes on). ``suite``:
+    an env a spec does not run on in the suite needs no preset values for it."""
     from natpg.config import Range
     from natpg.envs import check_env_id
     from natpg.presets import NO_PRESET, PRESETS, preset_values
@@ -206,16 +219,22 @@ def check_plan(
         raise ValueError(f"a sweep needs at least one env and one method ({setting_name('envs')}, {setting_name('method_specs')})")
     for env_id in envs:
         check_env_id(env_id, setting="envs")
-    natpg_methods = [name for name in map(_check_method_spec, method_specs) if name is not None]
-    _check_overrides(overrides, natpg_methods)
-    if preset is not None and preset.lower() != NO_PRESET and natpg_methods:
+    natpg_specs = {spec: name for spec in method_specs if (name := _check_method_spec(spec)) is not None}
+    _check_overrides(overrides, list(natpg_specs.values()))
+    for spec, name in natpg_specs.items():
+        own = spec_preset(spec, preset)
+        if own is None or own.lower() == NO_PRESET:
+            continue
+        where = "" if own == preset else f"{setting_value('method_specs', spec)}: "
         for env_id in envs:
+            if suite is not None and not suite.includes(env_id, spec):
+                continue
             try:
-                preset_values(preset, env_id, natpg_methods[0])
+                preset_values(own, env_id, name)
             except ValueError as exc:
-                if preset not in PRESETS:
-                    raise
-                raise ValueError(f"{exc}; or leave {env_id} out of {setting_name('envs')}") from None
+                if own not in PRESETS:
+                    raise ValueError(f"{where}{exc}") from None
+                raise ValueError(f"{where}{exc}; or leave {env_id} out of {setting_name('envs')}") from None
     seed_range = Range("int", 0, 2**32 - 1)
     for seed in seeds:
         if not seed_range.accepts(seed):
@@ -257,7 +276,7 @@ def _train_natpg(spec: RunSpec, run_dir: Path) -> tuple[dict[str, Any], bool]:
     from natpg.config import resolve_config, trainer_field_names
     from natpg.trainer import train
 
-    name, method_overrides = parse_method_spec(spec.method_spec)
+    name, method_overrides = spec.method, spec.settings
     # Sweep-wide overrides: trainer settings apply to every run, a method hyperparameter to the
     # methods that take it (``--set batch_size=250`` leaves ac-adam's hyperparameters alone).
     accepted = set(methods.get(name).hyperparameters()) | trainer_field_names()
@@ -451,10 +470,11 @@ def run_sweep(
         raise ValueError(f"{setting_name('order')} must be seed or env, got {order!r}")
     if not seed_list:
         raise ValueError(f"{setting_name('seeds')}: a sweep needs at least one seed")
-    check_plan(envs, method_specs, seed_list, steps, preset, overrides or {})  # before anything is created
+    check_plan(envs, method_specs, seed_list, steps, preset, overrides or {}, suite)  # before anything is created
     out.mkdir(parents=True, exist_ok=True)
     result = SweepResult()
-    runs = plan_runs(out, envs, method_specs, seed_list, steps if steps is not None else (suite.steps_for if suite else None), preset, overrides, order)
+    runs = plan_runs(out, envs, method_specs, seed_list, steps if steps is not None else (suite.steps_for if suite else None),
+                     preset, overrides, order, suite)
 
     pending = []
     for spec in runs:
