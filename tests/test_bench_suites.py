@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,11 @@ def test_a_folded_suite_runs_end_to_end_through_bench_and_report(tmp_path, monke
     assert main(["report", str(out), "--no-plots"]) == 0
     returns = (out / "report" / "returns.md").read_text()
     assert "`smac`" in returns and "`smac@adaptive_damping=True+kl_target=0.01`" in returns
+
+
+def test_every_suite_the_docs_cite_exists():
+    root = Path(__file__).resolve().parents[1]
+    text = "".join(p.read_text() for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))])
+    cited = set(re.findall(r"natpg bench --suite ([\w-]+)", text))
+    assert {"fig1", "adaptive-damping", "baselines-cartpole", "isopo-rat-halfcheetah"} <= cited
+    assert cited <= set(suites.SUITES), cited - set(suites.SUITES)
