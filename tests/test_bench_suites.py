@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from natpg.bench import suites, sweep
+from natpg.bench.report import load_runs
+from natpg.bench.tables_damping import damping_table
 from natpg.config import resolve_config
 from natpg.train_state import TrainState
 
@@ -167,6 +169,8 @@ def test_a_folded_suite_runs_end_to_end_through_bench_and_report(tmp_path, monke
     assert main(["report", str(out), "--no-plots"]) == 0
     returns = (out / "report" / "returns.md").read_text()
     assert "`smac`" in returns and "`smac@adaptive_damping=True+kl_target=0.01`" in returns
+    damping, _ = damping_table(load_runs([out]))  # the suite's own table, not yet part of the report
+    assert "| CartPole-v1 | `smac@adaptive_damping=True+kl_target=0.01` |" in damping
 
 
 def test_every_suite_the_docs_cite_exists():

@@ -42,7 +42,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     )
     b.add_argument("--suite", choices=sorted(SUITES), help="a named suite (envs, methods, seeds, budgets)")
     b.add_argument("--envs", nargs="+", help="Gymnasium ids (override the suite's)")
-    b.add_argument("--methods", nargs="+", help="method specs: NAME or NAME:key=value (e.g. smac:batch_size=1, sb3-ppo)")
+    b.add_argument("--methods", nargs="+", help="method specs: NAME or NAME:key=value+key=value (e.g. smac:batch_size=1, "
+                   "sb3-ppo, rat:preset=rat-authors: a spec's own preset wins over --preset)")
     b.add_argument("--seeds", type=int, help="number of seeds 0..N-1 (default: the suite's, else 3)")
     b.add_argument("--seed-start", type=int, default=0, help="first seed (default 0)")
     b.add_argument("--steps", type=int, help="environment steps per run for every env (default: the suite's budget)")

@@ -1,13 +1,15 @@
-"""Text formatting shared by the report's tables: numbers, Markdown tables, CSV text."""
+"""Text formatting shared by the report's tables: numbers, Markdown tables, CSV text; and
+writing a finished figure."""
 
 from __future__ import annotations
 
 import csv
 import io
 import math
+from pathlib import Path
 from typing import Any
 
-__all__ = ["fmt", "cell", "md_table", "csv_text"]
+__all__ = ["fmt", "cell", "md_table", "csv_text", "save_png"]
 
 
 def fmt(x: float | None, digits: int | None = None) -> str:
@@ -38,3 +40,21 @@ def csv_text(header: list[str], rows: list[list[Any]]) -> str:
     w.writerow(header)
     w.writerows(rows)
     return buf.getvalue()
+
+
+def save_png(fig: Any, axes: Any, path: Path) -> Path:
+    """Grid and legend on every panel of ``axes``, then ``fig`` as a PNG written atomically to
+    ``path`` (a reader never sees half a file); the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    from natpg.runlog import atomic_write_bytes
+
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path

@@ -8,15 +8,13 @@ Pure functions of :func:`natpg.bench.report.load_runs`'s runs, for ``natpg repor
 
 from __future__ import annotations
 
-import io
 from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from natpg.bench.tables import cell, csv_text, fmt, md_table
-from natpg.runlog import atomic_write_bytes
+from natpg.bench.tables import cell, csv_text, fmt, md_table, save_png
 
 if TYPE_CHECKING:
     from natpg.bench.report import Run
@@ -107,11 +105,4 @@ def plot_damping(runs: list["Run"], path: Path) -> Path | None:
             m = r.metrics()
             ax.plot(m["timesteps"], m["damping"], label=f"{label} (seed {r.seed})")
         ax.set(title=env, xlabel="environment steps", ylabel="damping λ", yscale="log")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return save_png(fig, axes[0], path)

@@ -9,7 +9,6 @@ Pure functions of :func:`natpg.bench.report.load_runs`'s runs, for ``natpg repor
 
 from __future__ import annotations
 
-import io
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -17,8 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from natpg.bench.tables import csv_text, fmt, md_table
-from natpg.runlog import atomic_write_bytes
+from natpg.bench.tables import csv_text, fmt, md_table, save_png
 
 if TYPE_CHECKING:
     from natpg.bench.report import Run
@@ -92,11 +90,4 @@ def plot_return_vs_update_time(runs: list["Run"], path: Path) -> Path | None:
             if not done:
                 ax.plot(busy[-1:], ret[-1:], "x", color=line.get_color(), markersize=9)
         ax.set(title=env, xlabel="cumulative update time (s)", ylabel="mean return (last 20 episodes)", xscale="log")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return save_png(fig, axes[0], path)
