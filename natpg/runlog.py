@@ -15,6 +15,7 @@ import fcntl
 import functools
 import io
 import json
+import numbers
 import os
 import platform
 import re
@@ -30,11 +31,31 @@ from natpg._messages import phrase, setting_name, setting_value
 
 __all__ = [
     "RunLog", "atomic_write_bytes", "atomic_write_json", "package_versions", "source_revision", "read_checkpoint",
-    "WALL_TIME_COLUMNS", "RUN_FILES", "clear_run_files",
+    "WALL_TIME_COLUMNS", "RUN_FILES", "clear_run_files", "METRIC_DIGITS", "metric_cell", "metric_row",
 ]
 
 #: metrics.csv columns that depend on the machine's speed, not on the seed.
 WALL_TIME_COLUMNS = ("wall_time", "update_time", "steps_per_second")
+#: Significant digits of a float in metrics.csv. The file is for curves and tables (6 digits is
+#: far below the seed-to-seed spread of any logged quantity); exact resume restores the full
+#: rows from checkpoint.pt, and summary.json keeps its numbers at full precision.
+METRIC_DIGITS = 6
+
+
+def metric_cell(value: Any) -> Any:
+    """How metrics.csv writes one value: a float at :data:`METRIC_DIGITS` significant digits
+    (``%.6g``: ``0.0123457``, ``1.23457e+06``, ``nan``), an integer as an integer, anything
+    else (a bool, a string) as the csv module writes it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    return f"{float(value):.{METRIC_DIGITS}g}"
+
+
+def metric_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A metrics row as metrics.csv writes it (:func:`metric_cell` of every value)."""
+    return {k: metric_cell(v) for k, v in row.items()}
 
 
 def cpu_model() -> str:
@@ -277,7 +298,7 @@ class RunLog:
         writer = csv.DictWriter(buffer, fieldnames=self.fieldnames, restval="", extrasaction="raise")
         if self.fieldnames:
             writer.writeheader()
-            writer.writerows(self.rows)
+            writer.writerows(metric_row(r) for r in self.rows)
         atomic_write_bytes(self.metrics_path, buffer.getvalue().encode())
         self._csv_file = open(self.metrics_path, "a", newline="")
         self._writer = csv.DictWriter(self._csv_file, fieldnames=self.fieldnames, restval="", extrasaction="raise")
@@ -292,7 +313,7 @@ class RunLog:
             if self.run_dir is not None:
                 self._rewrite_csv()
         elif self._writer is not None:
-            self._writer.writerow(row)
+            self._writer.writerow(metric_row(row))
             self._csv_file.flush()
         if self._tb is not None:
             step = int(row["timesteps"])

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 
-from natpg.runlog import atomic_write_json, package_versions
+from natpg.runlog import atomic_write_json, metric_row, package_versions
 
 if TYPE_CHECKING:
     from natpg.bench.sweep import RunSpec
@@ -214,7 +214,7 @@ def train_sb3(spec: "RunSpec", run_dir: Path, overrides: dict[str, Any] | None =
         if not writer:
             writer.append(csv.DictWriter(csv_file, fieldnames=list(row)))
             writer[0].writeheader()
-        writer[0].writerow(row)
+        writer[0].writerow(metric_row(row))
         csv_file.flush()
 
     class Logger(BaseCallback):
