@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from natpg.bench import anchors, report
+from natpg.bench.report import plots, thresholds
 
 ENVS = ("HalfCheetah-v5", "Ant-v5")
 TRPO = "trpo@normalize_obs=false"  # a variant label, kept as the sweep directory names it
@@ -89,7 +90,7 @@ def test_thresholds_are_ours_for_the_field_tasks(field_report):
     with open(field_report / "thresholds.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert {(r["env"], float(r["threshold"])) for r in rows} == {
-        (env, t) for env in ENVS for t in report.FIELD_THRESHOLDS[env][0]}
+        (env, t) for env in ENVS for t in thresholds.FIELD_THRESHOLDS[env][0]}
     # trpo's seed 0 on HalfCheetah climbs linearly to 1600 at 100k: the binned return (bin k holds steps
     # (1000k, 1000(k+1)]: one row) first reaches 1500 in the bin ending at 94k.
     hit = next(r for r in rows if (r["env"], r["method"], r["seed"], float(r["threshold"])) == ("HalfCheetah-v5", TRPO, "0", 1500.0))
@@ -131,15 +132,16 @@ def test_the_package_carries_the_anchors_with_their_sources():
 
 def test_sixteen_methods_get_sixteen_distinct_styles_and_the_title_counts_seeds():
     labels = [f"rule{i}" for i in range(12)] + ["sb3-ppo-zoo", "sb3-trpo-zoo", "sb3-ppo", "sb3-trpo"]
-    styles = report.line_styles(labels)
+    styles = plots.line_styles(labels)
     assert len(set(styles.values())) == 16
-    assert report.seeds_phrase([3, 3]) == "mean ± std over 3 seeds"
-    assert report.seeds_phrase([1]) == "1 seed (no band)"
-    assert report.seeds_phrase([2, 3]).startswith("mean ± std over 2–3 seeds")
+    assert plots.seeds_phrase([3, 3]) == "mean ± std over 3 seeds"
+    assert plots.seeds_phrase([1]) == "1 seed (no band)"
+    assert plots.seeds_phrase([2, 3]).startswith("mean ± std over 2–3 seeds")
 
 
 def test_step_size_table_pools_the_updates_of_every_seed(tmp_path):
-    from natpg.bench.report import Run, step_size_table
+    from natpg.bench.report import Run
+    from natpg.bench.report.tables import step_size_table
 
     def run(seed, kl, accepted, scale):
         r = Run("Hopper-v5", "smac", seed, tmp_path, "done")

@@ -62,14 +62,13 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--no-progress", dest="progress", action="store_false")
 
     r = sub.add_parser("report", help="tables and plots of sweep directories (returns.csv, anchors, curves per task, "
-                       "thresholds; the paper's Table 1, Figures 1-5)")
-    r.add_argument("dirs", nargs="+", type=Path, help="sweep directories written by natpg bench")
+                       "thresholds; the paper's Table 1 with verdicts, Figures 1-5), and results pages from templates")
+    r.add_argument("dirs", nargs="*", type=Path, help="sweep directories written by natpg bench")
     r.add_argument("--out", type=Path, default=None, help="where to write (default: DIR/report)")
     r.add_argument("--no-plots", dest="plots", action="store_false", help="tables only")
-    r.add_argument("--docs", type=Path, default=None, metavar="PAGE",
-                   help="also refresh the blocks <!-- report:NAME from=DIR --> ... <!-- /report:NAME --> of a Markdown "
-                   "page (e.g. docs/results.md) whose DIR, relative to the page, is this report's directory, "
-                   "with the report's NAME.md")
+    r.add_argument("--page", type=Path, action="append", default=[], metavar="TEMPLATE",
+                   help="render a results page whole from TEMPLATE (e.g. docs/templates/results.md): its header names "
+                   "the page, the sweep directories and their report directories, which are written too; repeatable")
 
 
 def bench_main(args: argparse.Namespace) -> int:
@@ -103,16 +102,21 @@ def bench_main(args: argparse.Namespace) -> int:
 
 
 def report_main(args: argparse.Namespace) -> int:
-    from natpg.bench.report import update_docs, write_report
+    from natpg.bench.report import render_page, write_report
 
-    out = args.out or (args.dirs[0] / "report")
-    files = write_report(args.dirs, out, plots=args.plots)
-    print(f"natpg report: wrote {len(files)} files to {out}")
-    for f in files:
-        print(f"  {f}")
-    if args.docs is not None:
-        names = update_docs(args.docs, out)
-        print(f"natpg report: refreshed {', '.join(names)} in {args.docs}")
+    if not args.dirs and not args.page:
+        raise ValueError("give sweep directories, or --page TEMPLATE")
+    if args.dirs:
+        out = args.out or (args.dirs[0] / "report")
+        files = write_report(args.dirs, out, plots=args.plots)
+        print(f"natpg report: wrote {len(files)} files to {out}")
+        for f in files:
+            print(f"  {f}")
+    elif args.out is not None:
+        raise ValueError("--out is for sweep directories; a --page template names its own report directories")
+    for template in args.page:
+        page, _, files = render_page(template, plots=args.plots)
+        print(f"natpg report: rendered {page} from {template} ({len(files) - 1} report files)")
     return 0
 
 

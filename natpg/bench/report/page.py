@@ -1,0 +1,199 @@
+"""Results pages rendered whole from a template and the sweep data: ``natpg report --page TEMPLATE``.
+
+A template is Markdown with a header naming the page it renders and the sweeps it draws on::
+
+    <!-- natpg report template
+    page: ../results.md
+    paper: ../../benchmarks/results/paper ../../benchmarks/results/paper-sb3 -> ../../benchmarks/results/report
+    -->
+
+Each ``NAME: DIR... -> OUT`` line is a *set*: its sweep directories are reported into OUT (every
+table and figure of :func:`natpg.bench.report.write.write_report`), and ``{{NAME.KEY}}`` in the
+template is one of its values (:func:`facts`). Paths are relative to the template. Every number
+of the rendered page comes from a placeholder, so the page cannot drift from the data; an
+unknown placeholder is an error, not a blank.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from natpg.bench.report import paper
+from natpg.bench.report.runs import env_order, final_returns, invocations
+from natpg.bench.report.stats import RULE, steps_text
+from natpg.bench.report.write import SMAC_AGAINST, Report, build_report, write_built
+from natpg.bench.suites import PAPER_BUDGETS
+from natpg.bench.tables import cell, fmt
+from natpg.runlog import atomic_write_bytes
+
+__all__ = ["Template", "read_template", "facts", "render", "render_page"]
+
+_HEADER = re.compile(r"\A<!-- natpg report template\n(.*?)\n-->\n+", re.DOTALL)
+_PLACEHOLDER = re.compile(r"\{\{\s*([^{}\s]+)\s*\}\}")
+
+
+@dataclass
+class Template:
+    path: Path
+    page: Path
+    sets: dict[str, tuple[list[Path], Path]]  # name → (sweep directories, report directory)
+    body: str
+
+
+def read_template(path: str | Path) -> Template:
+    path = Path(path)
+    text = path.read_text()
+    m = _HEADER.match(text)
+    if not m:
+        raise ValueError(f"{path} does not start with a '<!-- natpg report template' header")
+    base, page, sets = path.parent, None, {}
+    for line in m.group(1).splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "page":
+            page = base / value
+        elif key and "->" in value:
+            dirs, _, out = value.partition("->")
+            sets[key] = ([base / d for d in dirs.split()], base / out.strip())
+        elif key:
+            raise ValueError(f"{path}: header line {line!r} is neither 'page: PATH' nor 'NAME: DIR... -> OUT'")
+    if page is None:
+        raise ValueError(f"{path}: the header names no page ('page: PATH')")
+    return Template(path, page, sets, text[m.end():])
+
+
+def _short(env: str) -> str:
+    return re.sub(r"-v\d+$", "", env)
+
+
+def _listing(envs: list[str]) -> str:
+    return ", ".join(_short(e) for e in envs) or "none"
+
+
+def _slug(words: str) -> str:
+    return words.replace(" ", "-")
+
+
+def facts(name: str, rep: Report) -> dict[str, str]:
+    """The values ``{{NAME.KEY}}`` of one set (KEY below; ENV a Gymnasium id, LABEL a method label):
+
+    * every section of the report by its file name: ``table1``, ``verdicts``, ``smac_vs``, …;
+    * ``return.ENV.LABEL`` (mean ± std, or the mean of one seed), ``mean.``, ``seeds.``, ``budget.``,
+      ``run.ENV.LABEL.seedN`` (one run's final return), ``paper.ENV.METHOD`` (the paper's Table 1);
+    * ``verdict.ENV.METHOD`` (against the paper) and ``vs.ENV.OTHER`` (SMAC against OTHER), and the
+      tasks of each verdict: ``tasks.WORD.METHOD`` and ``vs_tasks.OTHER.WORD`` (words with dashes:
+      ``does-not-reproduce``, ``no-significant-difference``);
+    * ``rank1.ENV.damping`` / ``.removed`` (a percentage) / ``.cosine``;
+    * ``update_ms.ENV.LABEL``, ``steps_per_second.ENV.LABEL``;
+    * ``runs``, ``done``, ``failed``, ``unfinished``, ``machine``, ``versions``, ``commits``, ``dates``.
+    """
+    out = {f"{name}.{k}": v.strip() for k, v in rep.sections.items()}
+
+    def put(key: str, value: str) -> None:
+        out[f"{name}.{key}"] = value
+
+    for (env, label), g in final_returns(rep.runs).items():
+        if g.seeds:
+            put(f"return.{env}.{label}", fmt(g.mean) if g.std is None else cell(g.mean, g.std))
+            put(f"mean.{env}.{label}", fmt(g.mean))
+            put(f"budget.{env}.{label}", steps_text(g.budget) if g.budget else "–")
+            for seed, value in g.by_seed.items():
+                put(f"run.{env}.{label}.seed{seed}", fmt(value))
+        put(f"seeds.{env}.{label}", str(g.seeds))
+        if g.update_times:
+            ms = 1e3 * sum(g.update_times) / len(g.update_times)
+            put(f"update_ms.{env}.{label}", fmt(ms, 1))
+        if g.steps_per_second:
+            put(f"steps_per_second.{env}.{label}", fmt(sum(g.steps_per_second) / len(g.steps_per_second), 0))
+    for env, methods in paper.paper_table1().items():
+        for method, (mean, std) in methods.items():
+            put(f"paper.{env}.{method}", cell(mean, std))
+    found = paper.verdicts(rep.runs)
+    for (env, method), v in found.items():
+        put(f"verdict.{env}.{method}", v.text())
+    for method in paper.PAPER_TABLE1_METHODS:
+        for word in ("reproduces", "does not reproduce", "inconclusive"):
+            put(f"tasks.{_slug(word)}.{method}",
+                _listing(env_order(e for (e, m), v in found.items() if m == method and v.word == word)))
+    vs = paper.comparisons(rep.runs, "smac", SMAC_AGAINST)
+    for (env, other), v in vs.items():
+        put(f"vs.{env}.{other}", v.text())
+    for other in SMAC_AGAINST:
+        for word in ("higher", "lower", "no significant difference", "inconclusive"):
+            put(f"vs_tasks.{other}.{_slug(word)}",
+                _listing(env_order(e for (e, o), v in vs.items() if o == other and v.word == word)))
+    for env, r in paper.rank1(rep.runs).items():
+        put(f"rank1.{env}.damping", f"{r.damping:g}")
+        put(f"rank1.{env}.removed", f"{100 * r.removed:.1f}%")
+        put(f"rank1.{env}.cosine", "–" if r.cosine is None else f"{r.cosine:.2f}")
+    statuses = [r.status for r in rep.runs]
+    for status in ("done", "failed", "unfinished"):
+        put(status, str(statuses.count(status)))
+    put("runs", str(len(statuses)))
+    _provenance(rep, put)
+    return out
+
+
+def _provenance(rep: Report, put) -> None:
+    """Where and with what the runs ran: machines and dates of the sweeps, package versions and
+    natpg commits of the runs."""
+    invs = invocations(rep.dirs)
+    machines = sorted({f"{m.get('cpu_model', '?')}, {m.get('cpu_count', '?')} CPUs"
+                       for m in (inv.get("machine", {}) for inv in invs)})
+    put("machine", "; ".join(machines) or "not recorded")
+    days = sorted({str(inv.get("started", ""))[:10] for inv in invs if inv.get("started")})
+    put("dates", (days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}") if days else "not recorded")
+    versions: dict[str, set[str]] = {}
+    commits: dict[str, int] = {}
+    for r in rep.runs:
+        v = r.config.get("versions") or {}
+        for pkg in ("python", "torch", "gymnasium", "mujoco"):
+            if pkg in v:
+                versions.setdefault(pkg, set()).add(str(v[pkg]))
+        commit = v.get("natpg_commit")
+        key = commit[:7] + (" (uncommitted changes)" if commit.endswith("+dirty") else "") if commit else "not recorded"
+        commits[key] = commits.get(key, 0) + 1
+    put("versions", ", ".join(f"{pkg} {' / '.join(sorted(vs))}" for pkg, vs in versions.items()) or "not recorded")
+    put("commits", ", ".join(f"`{c}` ({n} runs)" if c != "not recorded" else f"{n} runs without a record"
+                             for c, n in sorted(commits.items(), key=lambda kv: -kv[1])))
+
+
+def _global_facts() -> dict[str, str]:
+    out = {"rule": RULE}
+    for env, b in PAPER_BUDGETS.items():
+        out[f"budget.{env}"] = steps_text(b.steps)
+    return out
+
+
+def render(template: Template, reports: dict[str, Report]) -> str:
+    """The page: the template's body with every placeholder replaced; an unknown one is an error."""
+    values = _global_facts()
+    for name, rep in reports.items():
+        values.update(facts(name, rep))
+    missing = sorted({m.group(1) for m in _PLACEHOLDER.finditer(template.body)} - set(values))
+    if missing:
+        raise ValueError(f"{template.path}: no value for {', '.join('{{' + k + '}}' for k in missing[:10])}"
+                         + (f" (and {len(missing) - 10} more)" if len(missing) > 10 else ""))
+    body = _PLACEHOLDER.sub(lambda m: values[m.group(1)], template.body)
+    source = Path(os.path.relpath(template.path, template.page.parent)).as_posix()
+    note = f"<!-- Generated from {source} and the sweep data by `natpg report --page`; edit the template, not this page. -->\n\n"
+    return note + body
+
+
+def render_page(path: str | Path, write: bool = True, plots: bool = True) -> tuple[Path, str, list[Path]]:
+    """Render a template: build each set's report (and with ``write``, write its files and the
+    page). Returns the page's path, its text and the files written."""
+    template = read_template(path)
+    reports, files = {}, []
+    for name, (dirs, out) in template.sets.items():
+        reports[name] = build_report(dirs)
+        if write:
+            files += write_built(reports[name], out, plots)
+    text = render(template, reports)
+    if write:
+        atomic_write_bytes(template.page, text.encode())
+        files.append(template.page)
+    return template.page, text, files

@@ -1,0 +1,165 @@
+"""The tables of any sweep: final returns, published anchors, update time and throughput, step
+sizes, runs and failures, and the commands that made them."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from natpg.bench.anchors import Ours, anchors_table
+from natpg.bench.report.runs import (FinalReturns, Run, env_order, final_returns, invocations, is_sb3,
+                                     method_order)
+from natpg.bench.tables import cell, csv_text, fmt, md_table
+
+__all__ = ["returns_table", "anchors_section", "timing_table", "status_table", "step_size_table", "commands"]
+
+
+def _mean_or_none(values: list[float]) -> float | None:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
+def returns_table(runs: list[Run], planned_seeds: int = 0) -> tuple[str, str]:
+    """``returns.md`` / ``returns.csv``: final return per env × method over the completed seeds.
+
+    An env × method is *partial* when it has fewer completed seeds than the largest seed count of
+    the sweep: the most completed seeds of any env × method, or ``planned_seeds`` (the most seeds
+    one ``natpg bench`` invocation asked for) when that is larger."""
+    groups = final_returns(runs)
+    target = max([planned_seeds, *(g.seeds for g in groups.values())])
+    csv_rows, md_rows = [], []
+    for (env, label), g in groups.items():
+        csv_rows.append([env, label, g.seeds, *("" if v is None else v for v in
+                        (g.mean, g.std, _mean_or_none(g.wall_times), _mean_or_none(g.steps_per_second)))])
+        seeds = f"{g.seeds}" + (f" (partial: {g.seeds} of {target})" if g.seeds < target else "")
+        ret = "–" if g.mean is None else fmt(g.mean) if g.std is None else cell(g.mean, g.std)
+        md_rows.append([env, f"`{label}`", seeds, ret, fmt(_mean_or_none(g.wall_times), 0),
+                        fmt(_mean_or_none(g.steps_per_second), 0), g.not_counted()])
+    md = md_table(["env", "method", "seeds", "final return", "wall time (s)", "steps/s", "not counted"], md_rows)
+    md += ("\nFinal return (summary.json `final_return`): mean return of the training episodes that ended in the last "
+           "10% of each run's steps. Mean ± sample std (ddof = 1) over the completed seeds; one seed has no std. Wall "
+           "time and steps/s: means over the same seeds. Runs that failed, were stopped by the trainer (e.g. after "
+           "non-finite updates) or have not finished are left out of every number and counted under *not counted*. "
+           f"*partial*: fewer completed seeds than the sweep's largest seed count ({target}). "
+           "Machine-readable: `returns.csv` (empty std below two seeds).\n")
+    return md, csv_text(["env", "method", "seeds", "mean", "std", "wall_time_mean", "steps_per_second_mean"], csv_rows)
+
+
+def anchors_section(groups: dict[tuple[str, str], FinalReturns], target: int) -> str | None:
+    """anchors.md: per task, our best natpg rule and best SB3 row beside the published numbers."""
+    best: dict[bool, dict[str, Ours]] = {False: {}, True: {}}
+    for (env, label), g in groups.items():
+        side = best[is_sb3(label)]
+        if g.mean is not None and (env not in side or g.mean > side[env].mean):
+            side[env] = Ours(label, g.mean, g.std, g.seeds, g.seeds < target)
+    return anchors_table(best[False], best[True], env_order({env for env, _ in groups}))
+
+
+def timing_table(runs: list[Run]) -> tuple[str, str]:
+    """``timing.md`` / ``.csv``: mean update time (ms) and steps/s per env × method over the completed runs."""
+    done = [r for r in runs if r.status == "done"]
+    envs = env_order({r.env_id for r in done})
+    methods = method_order({r.label for r in done})
+    csv_rows = []
+    upd_rows, sps_rows = [], []
+    for env in envs:
+        u_row, s_row = [env], [env]
+        for m in methods:
+            group = [r for r in done if r.env_id == env and r.label == m]
+            if not group:
+                u_row.append("–"), s_row.append("–")
+                continue
+            upd = [r.summary.get("update_time_mean", math.nan) * 1e3 for r in group]
+            sps = [r.summary.get("steps_per_second", math.nan) for r in group]
+            u, s = float(np.nanmean(upd)) if np.isfinite(upd).any() else math.nan, float(np.nanmean(sps))
+            u_row.append(fmt(u, 2 if u < 10 else 1))
+            s_row.append(fmt(s, 0))
+            csv_rows.append([env, m, len(group), u, s])
+        upd_rows.append(u_row)
+        sps_rows.append(s_row)
+    md = ("Mean time of one update (actor + critic, ms; for SB3 the time of `train()` after each rollout):\n\n"
+          + md_table(["env"] + methods, upd_rows)
+          + "\nEnvironment steps per second of wall time (rollouts + updates, one CPU thread per run):\n\n"
+          + md_table(["env"] + methods, sps_rows))
+    return md, csv_text(["env", "method", "seeds", "update_time_ms", "steps_per_second"], csv_rows)
+
+
+def _first_line(text: str | None, limit: int = 300) -> str:
+    line = (text or "?").strip().splitlines()[0] if (text or "").strip() else "?"
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def status_table(runs: list[Run]) -> str:
+    """``status.md``: runs finished / failed / unfinished per env × method, and the first line of each failure."""
+    envs = env_order({r.env_id for r in runs})
+    methods = method_order({r.label for r in runs})
+    rows = []
+    for env in envs:
+        row = [env]
+        for m in methods:
+            g = [r for r in runs if r.env_id == env and r.label == m]
+            if not g:
+                row.append("–")
+                continue
+            d = sum(r.status == "done" for r in g)
+            f = sum(r.status == "failed" for r in g)
+            u = sum(r.status == "unfinished" for r in g)
+            row.append(f"{d}" + (f" +{f} failed" if f else "") + (f" +{u} unfinished" if u else ""))
+        rows.append(row)
+    failed = sorted((r for r in runs if r.status == "failed"), key=lambda r: (envs.index(r.env_id), r.label, r.seed))
+    text = "Runs finished per env × method (failed / unfinished runs noted):\n\n" + md_table(["env"] + methods, rows)
+    if failed:
+        text += "\nFailed runs (first line of the error; error.json in the run directory has the traceback):\n\n" + "".join(
+            f"- {r.env_id} {r.label} seed {r.seed}: {_first_line(r.error)}\n" for r in failed)
+    return text
+
+
+def step_size_table(runs: list[Run]) -> tuple[str, str] | None:
+    """``step_size.md`` / ``.csv``: how long the actor's steps were, per env × method, pooled over
+    the updates of every completed seed: median and max realised KL(π_old‖π_new) on the batch,
+    the fraction of updates the line search accepted (trust-region rules and TRPO) and the
+    median scale β of the trust region relative to the rule's own step."""
+    done = [r for r in runs if r.status == "done" and "kl" in r.metrics()]
+    if not done:
+        return None
+    rows, csv_rows = [], []
+    for env in env_order({r.env_id for r in done}):
+        for m in method_order({r.label for r in done if r.env_id == env}):
+            group = [r for r in done if r.env_id == env and r.label == m]
+
+            def pooled(column: str) -> np.ndarray:
+                values = [r.metrics()[column] for r in group if column in r.metrics()]
+                return np.concatenate(values) if values else np.array([])
+
+            kl, accepted, scale = pooled("kl"), pooled("ls_accepted"), pooled("tr_scale")
+            kl = kl[np.isfinite(kl)]
+            if not kl.size:
+                continue
+            acc = float(np.nanmean(accepted)) if accepted.size else math.nan
+            beta = float(np.nanmedian(scale)) if scale.size else math.nan
+            med, top = float(np.median(kl)), float(np.max(kl))
+            rows.append([env, f"`{m}`", str(len(group)), str(kl.size), f"{med:.3g}", f"{top:.3g}",
+                         "–" if math.isnan(acc) else fmt(acc, 3), "–" if math.isnan(beta) else f"{beta:.3g}"])
+            csv_rows.append([env, m, len(group), kl.size, med, top, acc, beta])
+    md = ("Realised KL(π_old‖π_new) per actor update on its batch, pooled over the updates of the completed seeds "
+          "(3 significant digits); *accepted*: fraction of updates whose line search found a step (trust-region rules "
+          "and TRPO); *β*: median scale of the trust-region step relative to the rule's own step (> 1 lengthens it).\n\n"
+          + md_table(["env", "method", "seeds", "updates", "median KL", "max KL", "accepted", "β"], rows))
+    return md, csv_text(["env", "method", "seeds", "updates", "kl_median", "kl_max", "accepted_fraction", "tr_scale_median"], csv_rows)
+
+
+def commands(dirs: list[Path]) -> str:
+    """``commands.md``: every ``natpg bench`` invocation recorded in the directories' sweep.json."""
+    lines = []
+    for inv in invocations(dirs):
+        m = inv.get("machine", {})
+        commit = m.get("natpg_commit")
+        lines.append(f"- `{inv.get('command')}` — started {inv.get('started')} on {m.get('hostname', '?')} "
+                     f"({m.get('cpu_model', m.get('processor', '?'))}, {m.get('cpu_count', '?')} CPUs, "
+                     f"torch {m.get('torch', '?')}"
+                     + (f", natpg {commit[:12]}{'+dirty' if commit.endswith('+dirty') else ''}" if commit else "")
+                     + f"), {inv.get('runs_pending')} of {inv.get('runs_planned')} runs to do"
+                     + (f"; unavailable: {', '.join(inv['unavailable'])}" if inv.get("unavailable") else ""))
+    return "\n".join(lines)
