@@ -8,8 +8,8 @@ A template is Markdown with a header naming the page it renders and the sweeps i
     -->
 
 Each ``NAME: DIR... -> OUT`` line is a *set*: its sweep directories are reported into OUT (every
-table and figure of :func:`natpg.bench.report.write.write_report`), and ``{{NAME.KEY}}`` in the
-template is one of its values (:func:`facts`). Paths are relative to the template. Every number
+table and figure of :func:`natpg.bench.report.write.write_report`; without ``-> OUT`` nothing is
+written), and ``{{NAME.KEY}}`` in the template is one of its values (:func:`facts`). Paths are relative to the template. Every number
 of the rendered page comes from a placeholder, so the page cannot drift from the data; an
 unknown placeholder is an error, not a blank.
 """
@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from natpg.bench.report import paper
-from natpg.bench.report.runs import env_order, final_returns, invocations
-from natpg.bench.report.stats import RULE, steps_text
+from natpg.bench.report.runs import BINS, EWM_ALPHA, env_order, final_returns, invocations
+from natpg.bench.report.stats import RULE, Verdict, steps_text
 from natpg.bench.report.write import SMAC_AGAINST, Report, build_report, write_built
-from natpg.bench.suites import PAPER_BUDGETS
+from natpg.bench.suites import PAPER_BUDGETS, SUITES
 from natpg.bench.tables import cell, fmt
 from natpg.runlog import atomic_write_bytes
 
@@ -39,7 +39,7 @@ _PLACEHOLDER = re.compile(r"\{\{\s*([^{}\s]+)\s*\}\}")
 class Template:
     path: Path
     page: Path
-    sets: dict[str, tuple[list[Path], Path]]  # name → (sweep directories, report directory)
+    sets: dict[str, tuple[list[Path], Path | None]]  # name → (sweep directories, report directory or None)
     body: str
 
 
@@ -53,24 +53,31 @@ def read_template(path: str | Path) -> Template:
     for line in m.group(1).splitlines():
         key, _, value = line.partition(":")
         key, value = key.strip(), value.strip()
+        dirs, arrow, out = value.partition("->")
         if key == "page":
-            page = base / value
-        elif key and "->" in value:
-            dirs, _, out = value.partition("->")
-            sets[key] = ([base / d for d in dirs.split()], base / out.strip())
+            page = _under(base, value)
+        elif key and dirs.split():
+            sets[key] = ([_under(base, d) for d in dirs.split()], _under(base, out.strip()) if arrow else None)
         elif key:
-            raise ValueError(f"{path}: header line {line!r} is neither 'page: PATH' nor 'NAME: DIR... -> OUT'")
+            raise ValueError(f"{path}: header line {line!r} is neither 'page: PATH' nor 'NAME: DIR... [-> OUT]'")
     if page is None:
         raise ValueError(f"{path}: the header names no page ('page: PATH')")
     return Template(path, page, sets, text[m.end():])
+
+
+def _under(base: Path, relative: str) -> Path:
+    return Path(os.path.normpath(base / relative))
 
 
 def _short(env: str) -> str:
     return re.sub(r"-v\d+$", "", env)
 
 
-def _listing(envs: list[str]) -> str:
-    return ", ".join(_short(e) for e in envs) or "none"
+def _listing(found: dict[str, Verdict], word: str) -> str:
+    """The tasks (env → verdict) whose verdict is ``word``, by short name, with the reason where
+    there was no test: ``Pendulum (500k of 3M steps), HalfCheetah (1M of 5M steps)``; 'none'."""
+    envs = env_order(e for e, v in found.items() if v.word == word)
+    return ", ".join(_short(e) + (f" ({found[e].why})" if found[e].why else "") for e in envs) or "none"
 
 
 def _slug(words: str) -> str:
@@ -115,20 +122,20 @@ def facts(name: str, rep: Report) -> dict[str, str]:
     for (env, method), v in found.items():
         put(f"verdict.{env}.{method}", v.text())
     for method in paper.PAPER_TABLE1_METHODS:
+        per_env = {e: v for (e, m), v in found.items() if m == method}
         for word in ("reproduces", "does not reproduce", "inconclusive"):
-            put(f"tasks.{_slug(word)}.{method}",
-                _listing(env_order(e for (e, m), v in found.items() if m == method and v.word == word)))
+            put(f"tasks.{_slug(word)}.{method}", _listing(per_env, word))
     vs = paper.comparisons(rep.runs, "smac", SMAC_AGAINST)
     for (env, other), v in vs.items():
         put(f"vs.{env}.{other}", v.text())
     for other in SMAC_AGAINST:
+        per_env = {e: v for (e, o), v in vs.items() if o == other}
         for word in ("higher", "lower", "no significant difference", "inconclusive"):
-            put(f"vs_tasks.{other}.{_slug(word)}",
-                _listing(env_order(e for (e, o), v in vs.items() if o == other and v.word == word)))
+            put(f"vs_tasks.{other}.{_slug(word)}", _listing(per_env, word))
     for env, r in paper.rank1(rep.runs).items():
         put(f"rank1.{env}.damping", f"{r.damping:g}")
         put(f"rank1.{env}.removed", f"{100 * r.removed:.1f}%")
-        put(f"rank1.{env}.cosine", "–" if r.cosine is None else f"{r.cosine:.2f}")
+        put(f"rank1.{env}.cosine", "–" if r.cosine is None else f"{r.cosine:.3f}")
     statuses = [r.status for r in rep.runs]
     for status in ("done", "failed", "unfinished"):
         put(status, str(statuses.count(status)))
@@ -162,9 +169,15 @@ def _provenance(rep: Report, put) -> None:
 
 
 def _global_facts() -> dict[str, str]:
-    out = {"rule": RULE}
+    """Values that do not depend on a set: ``rule``, ``bins`` and ``ewm`` (the curves' smoothing),
+    ``budget.ENV`` (the ``paper`` suite's budget), ``suite.NAME.steps`` (a suite's budgets), ``suite.NAME.seeds``."""
+    out = {"rule": RULE, "bins": str(BINS), "ewm": f"{EWM_ALPHA:g}"}
     for env, b in PAPER_BUDGETS.items():
         out[f"budget.{env}"] = steps_text(b.steps)
+    for name, suite in SUITES.items():
+        steps = sorted({suite.steps_for(env) for env in suite.envs})
+        out[f"suite.{name}.steps"] = "–".join(steps_text(s) for s in dict.fromkeys((steps[0], steps[-1])))
+        out[f"suite.{name}.seeds"] = f"{suite.seeds} (seeds 0–{suite.seeds - 1})" if suite.seeds > 1 else "1 (seed 0)"
     return out
 
 
@@ -190,7 +203,7 @@ def render_page(path: str | Path, write: bool = True, plots: bool = True) -> tup
     reports, files = {}, []
     for name, (dirs, out) in template.sets.items():
         reports[name] = build_report(dirs)
-        if write:
+        if write and out is not None:
             files += write_built(reports[name], out, plots)
     text = render(template, reports)
     if write:

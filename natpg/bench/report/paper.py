@@ -63,10 +63,11 @@ def final_cell(g: FinalReturns | None, against_budget: bool = False) -> str:
 
 
 def verdicts(runs: list[Run]) -> dict[tuple[str, str], Verdict]:
-    """(env, method) → our final returns against the paper's, by :func:`natpg.bench.report.stats.reproduction`."""
+    """(env, method) → our final returns against the paper's, by :func:`natpg.bench.report.stats.reproduction`;
+    runs of the paper preset only (natpg's own recipe is not the paper's algorithm)."""
     paper = paper_table1()
     out = {}
-    for (env, label), g in final_returns(runs).items():
+    for (env, label), g in final_returns([r for r in runs if r.config.get("preset") == "paper"]).items():
         p = paper.get(env, {}).get(label)
         ours = sample(g)
         if p is not None and ours is not None:

@@ -19,7 +19,7 @@ import numpy as np
 from natpg.bench.report.runs import Curve, method_order
 from natpg.runlog import atomic_write_bytes
 
-__all__ = ["line_styles", "seeds_phrase", "plot_grid"]
+__all__ = ["line_styles", "seeds_phrase", "figure", "plot_grid"]
 
 #: matplotlib's tab10 colours, reordered so that the look-alike pairs (red / pink, blue / cyan, green / olive,
 #: orange / brown) sit at positions that get different line styles below.
@@ -31,8 +31,9 @@ _STYLES: tuple[Any, ...] = ("-", (0, (5, 2)), (0, (5, 1.5, 1, 1.5)))
 
 
 def _style(k: int) -> Any:
-    """The k-th line style: the three above, then dash-dot patterns with ever longer dashes."""
-    return _STYLES[k] if k < len(_STYLES) else (0, (2 + k, 1.5, 1, 1.5))
+    """The k-th line style: the three above, then dash-dot patterns with ever longer dashes (from 10 points,
+    so none repeats the dash-dot above)."""
+    return _STYLES[k] if k < len(_STYLES) else (0, (2 * k + 4, 1.5, 1, 1.5))
 
 
 def line_styles(labels: Iterable[str]) -> dict[str, tuple[str, Any]]:
@@ -60,11 +61,9 @@ def seeds_phrase(counts: Iterable[int]) -> str:
             + ("; no band with 1 seed)" if 1 in counts else ")"))
 
 
-def plot_grid(data: dict[str, dict[str, Curve]], ylabel: str, title: str, path: Path, note: str = "",
-              styles: dict[str, tuple[str, Any]] | None = None) -> Path | None:
-    """One panel per env of ``data`` (from :func:`natpg.bench.report.runs.curves`); the legend right
-    of the panels, outside every axes; the title states the seeds present and ``note`` (e.g. the
-    smoothing). ``styles`` keeps a method's colour and line style the same across figures."""
+def figure(data: dict[str, dict[str, Curve]], ylabel: str, title: str, note: str = "",
+           styles: dict[str, tuple[str, Any]] | None = None):
+    """The matplotlib figure of :func:`plot_grid` (the caller closes it); None for no data."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,6 +102,20 @@ def plot_grid(data: dict[str, dict[str, Curve]], ylabel: str, title: str, path: 
     # Right of the panels, outside every axes: bbox_inches="tight" widens the canvas to hold it.
     fig.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=9,
                handlelength=3.5)
+    return fig
+
+
+def plot_grid(data: dict[str, dict[str, Curve]], ylabel: str, title: str, path: Path, note: str = "",
+              styles: dict[str, tuple[str, Any]] | None = None) -> Path | None:
+    """One panel per env of ``data`` (from :func:`natpg.bench.report.runs.curves`) written to ``path``
+    as PNG; the legend right of the panels, outside every axes; the title states the seeds present
+    and ``note`` (e.g. the smoothing). ``styles`` keeps a method's colour and line style the same
+    across figures."""
+    fig = figure(data, ylabel, title, note, styles)
+    if fig is None:
+        return None
+    import matplotlib.pyplot as plt  # after figure() chose the Agg backend
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)

@@ -73,7 +73,7 @@ def timing_table(runs: list[Run]) -> tuple[str, str]:
                 continue
             upd = [r.summary.get("update_time_mean", math.nan) * 1e3 for r in group]
             sps = [r.summary.get("steps_per_second", math.nan) for r in group]
-            u, s = float(np.nanmean(upd)) if np.isfinite(upd).any() else math.nan, float(np.nanmean(sps))
+            u, s = (float(np.nanmean(v)) if np.isfinite(v).any() else math.nan for v in (upd, sps))
             u_row.append(fmt(u, 2 if u < 10 else 1))
             s_row.append(fmt(s, 0))
             csv_rows.append([env, m, len(group), u, s])
@@ -140,8 +140,8 @@ def step_size_table(runs: list[Run]) -> tuple[str, str] | None:
             acc = float(np.nanmean(accepted)) if accepted.size else math.nan
             beta = float(np.nanmedian(scale)) if scale.size else math.nan
             med, top = float(np.median(kl)), float(np.max(kl))
-            rows.append([env, f"`{m}`", str(len(group)), str(kl.size), f"{med:.3g}", f"{top:.3g}",
-                         "–" if math.isnan(acc) else fmt(acc, 3), "–" if math.isnan(beta) else f"{beta:.3g}"])
+            rows.append([env, f"`{m}`", str(len(group)), str(kl.size), f"{med:#.3g}", f"{top:#.3g}",
+                         "–" if math.isnan(acc) else fmt(acc, 3), "–" if math.isnan(beta) else f"{beta:#.3g}"])
             csv_rows.append([env, m, len(group), kl.size, med, top, acc, beta])
     md = ("Realised KL(π_old‖π_new) per actor update on its batch, pooled over the updates of the completed seeds "
           "(3 significant digits); *accepted*: fraction of updates whose line search found a step (trust-region rules "

@@ -53,6 +53,9 @@ def build_report(dirs: Iterable[str | Path]) -> Report:
         s["verdicts"] = found
     labels = {r.label for r in runs}
     vs = paper.comparison_table(runs, "smac", tuple(m for m in SMAC_AGAINST if m in labels))
+    control = paper.comparison_table(runs, "smac", ("ac-sgd-matched",))
+    if control:
+        s["smac_vs_control"] = control
     if vs:
         s["smac_vs"] = ("SMAC against its step-size control (AC-SGD at η/λ), the other baselines and SB3, per env, by "
                         "the rule of `rule.md`:\n\n" + vs)
