@@ -91,8 +91,9 @@ _HEADINGS = {
 
 
 def write_figures(runs: list[Run], out: Path) -> list[Path]:
-    """One figure of return curves per task, all tasks in one (Figures 2-3), log-probabilities (Figures 4-5),
-    and the batch-size ablation (Figure 1); each method in the same colour and style in every figure."""
+    """One figure of return curves per task, all tasks in one (the paper's Figures 2-3), log-probabilities
+    (Figures 4-5), and the batch-size ablation (Figure 1); each method in the same colour and style in every
+    figure."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -102,11 +103,10 @@ def write_figures(runs: list[Run], out: Path) -> list[Path]:
     styles = line_styles({label for env in returns for label in returns[env]})
     files = [plot_grid({env: returns[env]}, "return per episode", f"{env}: return per training episode",
                        out / f"curves_{env}.png", SMOOTHING, styles) for env in returns]
-    files.append(plot_grid(returns, "average return", "Return per episode (Figures 2-3)", out / "learning_curves.png",
+    files.append(plot_grid(returns, "average return", "Return per training episode", out / "learning_curves.png",
                            SMOOTHING, styles))
-    files.append(plot_grid(curves(runs, "log_prob_mean"), "average log π(a|s)",
-                           "Log-probability of the actions taken (Figures 4-5)", out / "log_prob.png", SMOOTHING,
-                           styles))
+    files.append(plot_grid(curves(runs, "log_prob_mean"), "average log π(a|s)", "Log-probability of the actions taken",
+                           out / "log_prob.png", SMOOTHING, styles))
     if paper.ablation_variants(runs):
         files.append(paper.ablation_figure(runs, out, SMOOTHING))
     return [f for f in files if f]
