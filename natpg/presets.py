@@ -115,28 +115,32 @@ def _rat_t1000() -> dict[str, dict[str, Any]]:
 #: Key of a preset entry that applies to every environment.
 ANY_ENV = "*"
 
-# natpg's default recipe (docs/choosing.md; ablation in benchmarks/results/recipe/). The same on
-# every task: normalised observations, rewards scaled by the running std of the discounted
-# return, standardised advantages, GAE λ 0.95, T = 2048, a critic fitted by 10 epochs of
-# minibatch-128 Adam at 1e-3 (sb3-contrib TRPO's critic), and every rule's direction taken
+# natpg's default recipe (docs/choosing.md). The same on every task: normalised observations,
+# rewards scaled by the running std of the discounted return, standardised advantages, GAE
+# λ 0.95, T = 1024, log-std initialised at -0.5, a critic fitted by 20 full-batch Adam steps
+# at 1e-3 per rollout, learning rates annealed linearly to 0, and every rule's direction taken
 # as a trust-region step of KL radius δ = 0.01 (natpg.methods.trust_region). TRPO keeps its
 # own (identical) line search; AC-Adam is the first-order baseline with its own step size.
+# Chosen by measurement: T, log-std and the critic against the first recipe (T = 2048, log-std
+# 0, 10 epochs of minibatch-128 critic steps) at 1M steps, 3 seeds (benchmarks/results/
+# recipe-1m, docs/choosing.md); the other ingredients one at a time at 200k
+# (benchmarks/results/recipe-ablation).
 NATPG_RECIPE = {
     "shared": {
-        "rollout_steps": 2048,
+        "rollout_steps": 1024,
         "num_envs": 1,
         "gamma": 0.99,
         "gae_lambda": 0.95,
         "critic_lr": 1e-3,
-        "critic_steps": 10,
-        "critic_batch_size": 128,
+        "critic_steps": 20,
+        "critic_batch_size": None,
         "hidden": (64, 64),
         "activation": "tanh",
         "normalize_obs": True,
         "normalize_reward": True,
         "normalize_advantages": True,
-        "log_std_init": 0.0,
-        "anneal_lr": False,
+        "log_std_init": -0.5,
+        "anneal_lr": True,
     },
     "methods": {
         "trpo": {"max_kl": 0.01, "damping": 0.1},

@@ -21,6 +21,10 @@ from natpg.envs import check_env_id
 from natpg.methods.base import PolicyBatch
 from tests.conftest import tiny_actor, tiny_batch
 
+from natpg.presets import NATPG_RECIPE
+
+T = NATPG_RECIPE["shared"]["rollout_steps"]  # the default recipe's rollout length, named in messages
+
 TINY = dict(rollout_steps=200, critic_steps=1)
 
 
@@ -101,7 +105,7 @@ def test_precondition_grads_checks_its_arguments_too():
 # -- messages raised from Python name Python arguments -------------------------------------------
 
 def test_python_messages_name_python_arguments(tmp_path):
-    with pytest.raises(ValueError, match=r"^total_steps=10 must be at least rollout_steps=2048 \(one update\)$"):
+    with pytest.raises(ValueError, match=rf"^total_steps=10 must be at least rollout_steps={T} \(one update\)$"):
         resolve_config("CartPole-v1", "smac", total_steps=10)
     with pytest.raises(ValueError, match=r"^method='smak': unknown method; did you mean smac\?"):
         natpg.train("CartPole-v1", "smak")
@@ -123,7 +127,7 @@ def test_the_cli_keeps_its_flags(tmp_path, capsys):
     from natpg.cli import main
 
     assert main(["train", "--steps", "10", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
-    assert capsys.readouterr().err == "natpg train: error: --steps 10 must be at least --rollout-steps 2048 (one update)\n"
+    assert capsys.readouterr().err == f"natpg train: error: --steps 10 must be at least --rollout-steps {T} (one update)\n"
     resolve_config("CartPole-v1", "smac")  # and the wording goes back to Python's after a command
     with pytest.raises(ValueError, match="^total_steps=10"):
         resolve_config("CartPole-v1", "smac", total_steps=10)

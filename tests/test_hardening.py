@@ -30,6 +30,10 @@ from natpg.methods.registry import _REGISTRY
 from natpg.trainer import TrainingStopped
 from natpg.trainer import train as run_training
 
+from natpg.presets import NATPG_RECIPE
+
+T = NATPG_RECIPE["shared"]["rollout_steps"]  # the default recipe's rollout length, named in messages
+
 TESTS = Path(__file__).parent
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
 TINY = dict(rollout_steps=200, hidden=(8,), critic_steps=2)
@@ -80,14 +84,14 @@ BAD_CONFIGS = [
     (dict(gamma=1.5), ["--gamma", "1.5", "[0, 1]"]),
     (dict(gae_lambda=-0.1), ["--gae-lambda", "-0.1", "[0, 1]"]),
     (dict(gamma=float("nan")), ["--gamma", "nan", "[0, 1]"]),
-    (dict(batch_size=5000), ["--batch-size", "5000", "--rollout-steps", "1..2048"]),
+    (dict(batch_size=5000), ["--batch-size", "5000", "--rollout-steps", f"1..{T}"]),
     (dict(batch_size=0), ["--batch-size", "0", "positive integer"]),
     (dict(batch_size=2.5), ["--batch-size", "2.5", "integer"]),
     (dict(hidden=(0,)), ["--hidden", "(0,)", "positive integers"]),
     (dict(hidden=()), ["--hidden", "()", "positive integers"]),
     (dict(num_envs=0), ["--num-envs", "0", ">= 1"]),
     (dict(rollout_steps=1001, num_envs=2), ["--rollout-steps", "1001", "multiple of --num-envs 2"]),
-    (dict(total_steps=10), ["--steps", "10", "--rollout-steps 2048"]),
+    (dict(total_steps=10), ["--steps", "10", f"--rollout-steps {T}"]),
     (dict(total_steps=True), ["--steps", "True", "integer"]),
     (dict(seed=-1), ["--seed", "-1", "[0, 4294967295]"]),
     (dict(critic_steps=0), ["--critic-steps", "0", ">= 1"]),

@@ -169,7 +169,7 @@ def test_resume_without_a_checkpoint_starts_afresh(tmp_path, monkeypatch, capsys
 
 
 def test_extending_a_finished_run_equals_a_longer_run(tmp_path):
-    kw = dict(seed=4, rollout_steps=200, checkpoint_every=200, hidden=(8,), critic_steps=2)
+    kw = dict(seed=4, rollout_steps=200, checkpoint_every=200, hidden=(8,), critic_steps=2, anneal_lr=False)
     natpg.train("Acrobot-v1", "ac-adam", total_steps=800, out=tmp_path / "long", **kw)
     natpg.train("Acrobot-v1", "ac-adam", total_steps=400, out=tmp_path / "run", **kw)
     again = natpg.train("Acrobot-v1", "ac-adam", total_steps=400, out=tmp_path / "run", resume=True, **kw)
@@ -178,10 +178,18 @@ def test_extending_a_finished_run_equals_a_longer_run(tmp_path):
     assert_same_run(tmp_path / "long", tmp_path / "run")
 
 
+def test_an_annealed_run_is_not_extended(tmp_path):
+    """With anneal_lr the schedule ends at the run's own budget: a longer budget is refused."""
+    kw = dict(seed=4, rollout_steps=200, hidden=(8,), critic_steps=2, anneal_lr=True)
+    natpg.train("Acrobot-v1", "ac-adam", total_steps=400, out=tmp_path / "run", **kw)
+    with pytest.raises(ValueError, match=r"anneal to 0 at its own 400 steps \(anneal_lr=True\)"):
+        natpg.train("Acrobot-v1", "ac-adam", total_steps=800, out=tmp_path / "run", resume=True, **kw)
+
+
 def test_resume_refuses_changed_settings(tmp_path, capsys):
     from natpg.cli import main
 
-    kw = dict(total_steps=400, seed=0, rollout_steps=200, hidden=(8,), critic_steps=2)
+    kw = dict(total_steps=400, seed=0, rollout_steps=200, hidden=(8,), critic_steps=2, anneal_lr=False)
     natpg.train("CartPole-v1", "smac", out=tmp_path / "run", **kw)
     with pytest.raises(ValueError, match=r"different settings: lr=0.1 \(the run has 0.005\); only checkpoint_every, tensorboard, total_steps may"):
         natpg.train("CartPole-v1", "smac", out=tmp_path / "run", resume=True, lr=0.1, **kw)
