@@ -14,8 +14,8 @@ from natpg import methods
 from natpg.bench import report, suites, sweep
 from natpg.bench.report import paper, thresholds
 from natpg.bench.report.runs import binned_curve
+from natpg.bench.report.tables import fmt
 from natpg.bench.sb3_runner import sb3_missing
-from natpg.bench.tables import fmt
 
 STEPS = 500  # two updates of T = 250 (the paper preset with a shorter rollout, to keep the tests fast)
 FAST = {"rollout_steps": 250, "max_episode_steps": 200, "batch_size": 250}
@@ -177,6 +177,10 @@ def test_method_specs_and_labels():
     assert suites.parse_method_spec("smac:batch_size=1") == ("smac", {"batch_size": 1})
     assert suites.parse_method_spec("ac-sgd:lr=0.01;batch_size=100") == ("ac-sgd", {"lr": 0.01, "batch_size": 100})
     assert suites.method_label("smac:batch_size=1") == "smac@batch_size=1"
+    # preset=none names the bare defaults as written; any other None keeps the labels of committed runs
+    assert suites.method_label("rat:preset=none") == suites.method_label("rat:preset=None") == "rat@preset=none"
+    assert suites.method_label("trpo:critic_batch_size=none") == "trpo@critic_batch_size=None"
+    assert suites.method_label("trpo:normalize_obs=false") == "trpo@normalize_obs=False"
     with pytest.raises(ValueError):
         suites.parse_method_spec("smac:batch_size")
 

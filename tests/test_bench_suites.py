@@ -13,8 +13,6 @@ from pathlib import Path
 import pytest
 
 from natpg.bench import suites, sweep
-from natpg.bench.report import load_runs
-from natpg.bench.tables_damping import damping_table
 from natpg.config import resolve_config
 from natpg.train_state import TrainState
 
@@ -74,7 +72,7 @@ def test_a_method_spec_may_name_its_own_preset(tmp_path):
     runs = sweep.plan_runs(tmp_path, ["HalfCheetah-v5"], ["rat:preset=rat-authors", "rat:preset=none", "rat"], [0],
                            100_000, "paper")
     assert [(r.label, r.preset, r.settings) for r in runs] == [
-        ("rat@preset=rat-authors", "rat-authors", {}), ("rat@preset=None", "none", {}), ("rat", "paper", {})]
+        ("rat@preset=rat-authors", "rat-authors", {}), ("rat@preset=none", "none", {}), ("rat", "paper", {})]
     assert _config(runs[0])["num_envs"] == 8 and _config(runs[1])["preset"] is None
     with pytest.raises(ValueError, match=r"^method_specs='rat:preset=rat-authors': .*no values for env 'CartPole-v1'"):
         sweep.check_plan(["CartPole-v1"], ["rat:preset=rat-authors"], [0], 10, "paper", {})
@@ -169,8 +167,9 @@ def test_a_folded_suite_runs_end_to_end_through_bench_and_report(tmp_path, monke
     assert main(["report", str(out), "--no-plots"]) == 0
     returns = (out / "report" / "returns.md").read_text()
     assert "`smac`" in returns and "`smac@adaptive_damping=True+kl_target=0.01`" in returns
-    damping, _ = damping_table(load_runs([out]))  # the suite's own table, not yet part of the report
+    damping = (out / "report" / "damping.md").read_text()
     assert "| CartPole-v1 | `smac@adaptive_damping=True+kl_target=0.01` |" in damping
+    assert "## Adaptive damping" in (out / "report" / "report.md").read_text()
 
 
 def test_every_suite_the_docs_cite_exists():

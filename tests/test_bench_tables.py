@@ -1,6 +1,6 @@
 """The report's tables for the suites that replaced benchmarks/fig1_ablation.py,
 smac_adaptive_damping.py, baselines.py and isopo_rat.py: from the committed raw runs of the first
-two they give the numbers those scripts published."""
+two they give the numbers those scripts published, and ``natpg report`` writes them with their figures."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from natpg.bench.report import Run, load_runs
-from natpg.bench.tables_damping import damping_table, plot_damping
-from natpg.bench.tables_seeds import seeds_table
-from natpg.bench.tables_update_time import largest_batch_smac, plot_return_vs_update_time, update_time_table
+from natpg.bench.report.damping import damping_table, plot_damping
+from natpg.bench.report.seeds import seeds_table
+from natpg.bench.report.update_time import largest_batch_smac, plot_return_vs_update_time, update_time_table
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
@@ -50,6 +50,7 @@ def test_the_reference_is_the_largest_batch_smac():
     assert largest_batch_smac({"smac@batch_size=10", "smac@batch_size=1000", "smac@batch_size=100", "ac-sgd"}) \
         == "smac@batch_size=1000"
     assert largest_batch_smac({"smac-single", "smac"}) == "smac"
+    assert largest_batch_smac({"smac@batch_size=100", "smac", "smac-vec"}) == "smac"  # the whole rollout
     assert largest_batch_smac({"ac-sgd"}) is None
     assert update_time_table([]) is None
 
@@ -100,3 +101,74 @@ def test_seeds_table_gives_each_seeds_final_best_and_first_step_at_the_target():
     assert rows[0]["hyperparameters"] == '{"lr": 0.1}'
     _, halfcheetah = seeds_table([Run("HalfCheetah-v5", "isopo", 0, Path("."), "done", {"final_return": 1.0})])
     assert _rows(halfcheetah)[0]["first_step_at_target"] == ""
+
+
+def _suite_tree(root: Path) -> list[Path]:
+    """The committed raw runs as ``natpg bench`` names them: fig1 with the fig1 suite's labels (the
+    script named B = 1000 ``B1000``), and CartPole's fixed and adaptive damping."""
+    fig1 = {"single": "smac-single", "single-lr1e-3": "smac-single@lr=0.001", "ac-sgd": "ac-sgd",
+            "ac-sgd-matched": "ac-sgd-matched", **{f"B{n}": f"smac@batch_size={n}" for n in (1, 10, 100, 1000)}}
+    for env in ("HalfCheetah-v5", "Hopper-v5"):
+        (root / "fig1" / env).mkdir(parents=True)
+        for old, new in fig1.items():
+            (root / "fig1" / env / new).symlink_to(RESULTS / "fig1" / "raw" / env / old)
+    (root / "damping" / "CartPole-v1").mkdir(parents=True)
+    for label in ("smac_fixed_lambda", "smac_adaptive_lambda"):
+        committed = RESULTS / "smac_adaptive_damping" / "raw" / "CartPole-v1" / label
+        (root / "damping" / "CartPole-v1" / label).symlink_to(committed)
+    return [root / "fig1", root / "damping"]
+
+
+def test_the_report_writes_the_seed_damping_and_update_time_tables_with_their_figures(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from natpg.bench.report import damping, paper, plots, update_time, write
+
+    drawn: dict[str, tuple] = {}
+
+    def spy(data, ylabel, title, path, note="", styles=None, **kwargs):
+        drawn[path.name] = (data, styles)
+        return plots.plot_grid(data, ylabel, title, path, note, styles, **kwargs)
+
+    for module in (write, paper, damping, update_time):
+        monkeypatch.setattr(module, "plot_grid", spy)
+    dirs = _suite_tree(tmp_path / "runs")
+    out = tmp_path / "report"
+    write.write_report(dirs, out)
+
+    report = (out / "report.md").read_text()
+    headings = [line for line in report.splitlines() if line.startswith("## ")]
+    for before, after in (("## Steps to threshold", "## Per seed"), ("## Step sizes", "## Adaptive damping"),
+                          ("## Batch-size ablation (Figure 1)", "## Batch-size ablation: update time")):
+        assert headings.index(after) == headings.index(before) + 1
+    for name in ("damping", "return_vs_update_time"):
+        assert f"![{name}]({name}.png)" in report and (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert report.index("![damping]") < report.index("## Runs")  # under its own table
+    assert report.index("## Batch-size ablation: update time") < report.index("![return_vs_update_time]")
+
+    cost = {(r["env"], r["method"]): r for r in _rows((out / "update_time.csv").read_text())}
+    assert len(cost) == 16 and {m for _, m in cost} >= {"ac-sgd", "smac-single"}
+    assert float(cost[("Hopper-v5", "smac@batch_size=1000")]["ratio_to_reference"]) == 1.0
+    assert "÷ smac@batch_size=1000" in (out / "update_time.md").read_text()
+    assert "| CartPole-v1 | `smac_adaptive_lambda` |" in (out / "damping.md").read_text()
+    seeds = _rows((out / "seeds.csv").read_text())
+    assert len(seeds) == 44 + 6 and {r["env"] for r in seeds} == {"HalfCheetah-v5", "Hopper-v5", "CartPole-v1"}
+
+    # One colour and line style per method in every figure; the new ones over completed seeds.
+    assert set(drawn) >= {"damping.png", "return_vs_update_time.png", "ablation_batch_size.png", "learning_curves.png"}
+    assert len({id(styles) for _, styles in drawn.values()}) == 1
+    lam = drawn["damping.png"][0]["CartPole-v1"]
+    assert set(lam) == {"smac_fixed_lambda", "smac_adaptive_lambda"} and lam["smac_fixed_lambda"].seeds == 3
+    assert np.allclose(lam["smac_fixed_lambda"].mean, np.log10(0.1)) and np.allclose(lam["smac_fixed_lambda"].std, 0)
+    spent = drawn["return_vs_update_time.png"][0]
+    assert "ac-sgd" not in spent["Hopper-v5"]  # the ablation's variants only, as in its figure
+    assert "smac-single" not in spent["HalfCheetah-v5"]  # every run diverged
+    assert spent["Hopper-v5"]["smac-single"].seeds == 3
+    b10 = spent["Hopper-v5"]["smac@batch_size=10"]  # 1 of 3 diverged
+    assert b10.seeds == 2 and np.all(np.diff(b10.x) > 0)  # x: time spent so far, rising
+
+
+def test_no_update_time_without_the_ablation(tmp_path):
+    from natpg.bench.report import build_report
+
+    rep = build_report([_suite_tree(tmp_path)[1]])
+    assert {"seeds", "damping"} <= set(rep.sections) and not {"ablation", "update_time"} & set(rep.sections)

@@ -162,6 +162,7 @@ def test_figure_titles_state_the_seeds_present_and_bands_need_two(seeds, phrase,
         assert title.splitlines()[1] == phrase
         assert ("mean ± std" in title) == (max(seeds.values()) >= 2)
         ax = fig.axes[0]
+        assert ax.get_title() == "CartPole-v1"  # one panel, and the title does not name its env
         assert sum(isinstance(c, PolyCollection) for c in ax.collections) == bands
         legend = fig.legends[0]
         fig.canvas.draw()

@@ -61,8 +61,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
                    help="seed: every env × method at seed 0 first, then seed 1, ... (default); env: one env at a time")
     b.add_argument("--no-progress", dest="progress", action="store_false")
 
-    r = sub.add_parser("report", help="tables and plots of sweep directories (returns.csv, anchors, curves per task, "
-                       "thresholds; the paper's Table 1 with verdicts, Figures 1-5), and results pages from templates")
+    r = sub.add_parser("report", help="tables and plots of sweep directories (returns.csv, per-seed outcomes, anchors, "
+                       "curves per task, thresholds, adaptive damping; the paper's Table 1 with verdicts, Figures 1-5, "
+                       "the update time of the batch-size ablation), and results pages from templates")
     r.add_argument("dirs", nargs="*", type=Path, help="sweep directories written by natpg bench")
     r.add_argument("--out", type=Path, default=None, help="where to write (default: DIR/report)")
     r.add_argument("--no-plots", dest="plots", action="store_false", help="tables only")

@@ -181,13 +181,19 @@ def spec_preset(spec: str, preset: str | None) -> str | None:
     return NO_PRESET if own is None else str(own)
 
 
+def _label_value(key: str, value: Any) -> str:
+    if key == "preset" and value is None:
+        return NO_PRESET  # ``preset=none`` as the user wrote it; not the sweep's preset (``None``)
+    return "-".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
 def method_label(spec: str) -> str:
-    """A directory-safe label of a method spec: ``smac:batch_size=1`` → ``smac@batch_size=1``."""
+    """A directory-safe label of a method spec: ``smac:batch_size=1`` → ``smac@batch_size=1``,
+    ``rat:preset=none`` → ``rat@preset=none``."""
     name, overrides = parse_method_spec(spec)
     if not overrides:
         return name
-    parts = "+".join(f"{k}={v if not isinstance(v, tuple) else '-'.join(map(str, v))}" for k, v in sorted(overrides.items()))
-    return f"{name}@{parts}"
+    return f"{name}@" + "+".join(f"{k}={_label_value(k, v)}" for k, v in sorted(overrides.items()))
 
 
 @dataclass(frozen=True)

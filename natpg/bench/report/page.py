@@ -24,9 +24,9 @@ from pathlib import Path
 from natpg.bench.report import paper
 from natpg.bench.report.runs import BINS, EWM_ALPHA, env_order, final_returns, invocations
 from natpg.bench.report.stats import RULE, Verdict, steps_text
+from natpg.bench.report.tables import cell, fmt
 from natpg.bench.report.write import SMAC_AGAINST, Report, build_report, write_built
 from natpg.bench.suites import PAPER_BUDGETS, SUITES
-from natpg.bench.tables import cell, fmt
 from natpg.runlog import atomic_write_bytes
 
 __all__ = ["Template", "read_template", "facts", "render", "render_page"]

@@ -11,18 +11,19 @@ from collections import defaultdict
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from natpg.bench.report.plots import plot_grid
 from natpg.bench.report.runs import FinalReturns, Run, curves, env_order, final_returns
 from natpg.bench.report.stats import PAPER_SEEDS, Sample, Verdict, reproduction, steps_text, versus
+from natpg.bench.report.tables import cell, csv_text, fmt, md_table, stopped
 from natpg.bench.suites import PAPER_BUDGETS
-from natpg.bench.tables import cell, csv_text, fmt, md_table
 
 __all__ = ["PAPER_TABLE1_METHODS", "paper_table1", "sample", "final_cell", "verdicts", "table1", "verdicts_table",
-           "budgets_table", "comparisons", "comparison_table", "Rank1", "rank1", "rank1_table", "ablation_variants",
-           "ablation_table", "ablation_figure"]
+           "budgets_table", "comparisons", "comparison_table", "Rank1", "rank1", "rank1_table", "batch_key",
+           "ablation_variants", "ablation_table", "ablation_figure"]
 
 #: The methods of the paper's Table 1, SMAC last as the paper has it.
 PAPER_TABLE1_METHODS = ("ac-sgd", "ac-adam", "ac-cg", "smac")
@@ -222,7 +223,9 @@ def rank1_table(runs: list[Run], method: str = "smac", control: str = "ac-sgd-ma
 # ----------------------------------------------------------------------------- Figure 1
 
 
-def _batch_key(label: str) -> tuple[int, str]:
+def batch_key(label: str) -> tuple[int, str]:
+    """A SMAC variant's place in the ablation, by batch size: ``smac-single`` (B = 1), ``smac@batch_size=N``,
+    ``smac`` (the whole rollout), then the other ``smac-*`` variants."""
     m = re.fullmatch(r"smac@batch_size=(\d+)", label)
     if m:
         return int(m.group(1)), label
@@ -239,7 +242,7 @@ def ablation_variants(runs: list[Run]) -> dict[str, list[str]]:
         if r.status in ("done", "failed") and (r.label == "smac" or r.label.startswith("smac-")
                                                or re.fullmatch(r"smac@batch_size=\d+", r.label)):
             by_env[r.env_id].add(r.label)
-    return {e: sorted(v, key=_batch_key) for e, v in by_env.items() if len(v) >= 2}
+    return {e: sorted(v, key=batch_key) for e, v in by_env.items() if len(v) >= 2}
 
 
 def ablation_table(runs: list[Run]) -> str | None:
@@ -254,9 +257,7 @@ def ablation_table(runs: list[Run]) -> str | None:
             g = groups[(env, label)]
             bad = sorted((r for r in runs if r.status == "failed" and r.env_id == env and r.label == label),
                          key=lambda r: r.seed)
-            stopped = ", ".join(f"seed {r.seed} at {r.summary['steps'] // 1000}k" if r.summary.get("steps")
-                                else f"seed {r.seed}" for r in bad)
-            rows.append([env, label, f"{g.seeds} / {g.seeds + len(bad)}", final_cell(g), stopped or "–",
+            rows.append([env, label, f"{g.seeds} / {g.seeds + len(bad)}", final_cell(g), stopped(bad),
                          fmt(float(np.mean(g.update_times)) * 1e3, 2) if g.update_times else "–",
                          fmt(float(np.mean(g.wall_times)), 1) if g.seeds else "–"])
     return ("SMAC batch-size ablation (the paper's Figure 1; `smac` is batch-mean over the whole rollout "
@@ -267,8 +268,10 @@ def ablation_table(runs: list[Run]) -> str | None:
           + md_table(["env", "variant", "completed / runs", "final return", "diverged", "update ms", "wall s"], rows))
 
 
-def ablation_figure(runs: list[Run], out: Path, note: str) -> Path | None:
+def ablation_figure(runs: list[Run], out: Path, note: str,
+                    styles: dict[str, tuple[str, Any]] | None = None) -> Path | None:
     """``ablation_batch_size.png``: the return curves of :func:`ablation_table`'s variants."""
     envs = ablation_variants(runs)
     data = curves([r for r in runs if r.env_id in envs and r.label in envs[r.env_id]], "episode_return_mean")
-    return plot_grid(data, "return", "SMAC: effect of batch size (Figure 1)", out / "ablation_batch_size.png", note)
+    return plot_grid(data, "return", "SMAC: effect of batch size (Figure 1)", out / "ablation_batch_size.png", note,
+                     styles)

@@ -62,7 +62,8 @@ def seeds_phrase(counts: Iterable[int]) -> str:
 
 
 def figure(data: dict[str, dict[str, Curve]], ylabel: str, title: str, note: str = "",
-           styles: dict[str, tuple[str, Any]] | None = None):
+           styles: dict[str, tuple[str, Any]] | None = None, xlabel: str = "environment steps",
+           xscale: str = "linear"):
     """The matplotlib figure of :func:`plot_grid` (the caller closes it); None for no data."""
     import matplotlib
 
@@ -86,12 +87,12 @@ def figure(data: dict[str, dict[str, Curve]], ylabel: str, title: str, note: str
             if c.seeds >= 2 and np.isfinite(c.std).any():
                 ax.fill_between(c.x, c.mean - c.std, c.mean + c.std, color=colour, alpha=0.12, lw=0)
             seeds[label].add(c.seeds)
-        if len(envs) > 1:
+        if len(envs) > 1 or env not in title:
             ax.set_title(env)
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel(ylabel)
+        ax.set(xlabel=xlabel, ylabel=ylabel, xscale=xscale)
         ax.grid(alpha=0.3)
-        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
+        if xscale == "linear":
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
     for ax in list(axes.flat)[len(envs):]:
         ax.axis("off")
     counts = {n for ns in seeds.values() for n in ns}
@@ -106,12 +107,13 @@ def figure(data: dict[str, dict[str, Curve]], ylabel: str, title: str, note: str
 
 
 def plot_grid(data: dict[str, dict[str, Curve]], ylabel: str, title: str, path: Path, note: str = "",
-              styles: dict[str, tuple[str, Any]] | None = None) -> Path | None:
+              styles: dict[str, tuple[str, Any]] | None = None, xlabel: str = "environment steps",
+              xscale: str = "linear") -> Path | None:
     """One panel per env of ``data`` (from :func:`natpg.bench.report.runs.curves`) written to ``path``
     as PNG; the legend right of the panels, outside every axes; the title states the seeds present
     and ``note`` (e.g. the smoothing). ``styles`` keeps a method's colour and line style the same
     across figures."""
-    fig = figure(data, ylabel, title, note, styles)
+    fig = figure(data, ylabel, title, note, styles, xlabel, xscale)
     if fig is None:
         return None
     import matplotlib.pyplot as plt  # after figure() chose the Agg backend

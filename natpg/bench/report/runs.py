@@ -17,15 +17,16 @@ import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from natpg.bench.suites import MUJOCO_FIELD_METHODS, PAPER_METHODS, SB3_METHODS, SB3_ZOO_METHODS
 from natpg.presets import PAPER_ENVS
 
-__all__ = ["Run", "load_runs", "read_json", "env_order", "method_order", "is_sb3", "FinalReturns", "final_returns",
-           "planned_seeds", "invocations", "binned_curve", "Curve", "curves", "BINS", "EWM_ALPHA"]
+__all__ = ["Run", "load_runs", "read_json", "env_order", "method_order", "is_sb3", "by_method", "FinalReturns",
+           "final_returns", "planned_seeds", "invocations", "binned_curve", "Curve", "curves", "over_seeds", "BINS",
+           "EWM_ALPHA"]
 
 BINS = 100
 EWM_ALPHA = 0.1
@@ -156,6 +157,15 @@ def method_order(labels: Iterable[str]) -> list[str]:
     return sorted(set(labels), key=key)
 
 
+def by_method(runs: Iterable[Run]) -> dict[tuple[str, str], list[Run]]:
+    """(env, label) → its runs in seed order, in report order of envs and methods."""
+    groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for r in sorted(runs, key=lambda r: r.seed):
+        groups[(r.env_id, r.label)].append(r)
+    return {(env, label): groups[(env, label)] for env in env_order({e for e, _ in groups})
+            for label in method_order({m for e, m in groups if e == env})}
+
+
 # ----------------------------------------------------------------------------- final returns
 
 
@@ -281,8 +291,11 @@ class Curve:
     seeds: int
 
 
-def curves(runs: list[Run], column: str) -> dict[str, dict[str, Curve]]:
-    """env → label → :class:`Curve` of the smoothed ``column`` over the completed seeds."""
+def curves(runs: list[Run], column: str, transform: Callable[[np.ndarray], np.ndarray] | None = None,
+           alpha: float = EWM_ALPHA) -> dict[str, dict[str, Curve]]:
+    """env → label → :class:`Curve` of the smoothed ``column`` over the completed seeds: each run's
+    values (through ``transform`` first, e.g. ``np.log10``) by :func:`binned_curve` with ``alpha``
+    (1: bin means alone), then mean and sample std over the seeds."""
     out: dict[str, dict[str, Curve]] = defaultdict(dict)
     done = [r for r in runs if r.status == "done"]
     for env in env_order({r.env_id for r in done}):
@@ -293,13 +306,20 @@ def curves(runs: list[Run], column: str) -> dict[str, dict[str, Curve]]:
             for r in group:
                 m = r.metrics()
                 if column in m and "timesteps" in m and np.isfinite(m[column]).any():
-                    smoothed.append(binned_curve(m["timesteps"], m[column], x_max))
+                    y = m[column] if transform is None else transform(m[column])
+                    smoothed.append(binned_curve(m["timesteps"], y, x_max, alpha=alpha))
             if not smoothed or x_max <= 0:
                 continue
-            arr = np.vstack(smoothed)
-            with warnings.catch_warnings():  # all-NaN bins before a run's first episode
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mean = np.nanmean(arr, axis=0)
-                std = np.nanstd(arr, axis=0, ddof=1) if len(smoothed) > 1 else np.full(BINS, np.nan)
-            out[env][label] = Curve((np.arange(BINS) + 0.5) * x_max / BINS, mean, std, len(smoothed))
+            out[env][label] = over_seeds((np.arange(BINS) + 0.5) * x_max / BINS, smoothed)
     return out
+
+
+def over_seeds(x: np.ndarray, values: list[np.ndarray]) -> Curve:
+    """The :class:`Curve` of one method: at each ``x``, the mean and sample std of ``values`` (one
+    array per seed, as long as ``x``) over the seeds where it is finite."""
+    arr = np.vstack(values)
+    with warnings.catch_warnings():  # all-NaN points, e.g. before a run's first episode
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(arr, axis=0)
+        std = np.nanstd(arr, axis=0, ddof=1) if len(values) > 1 else np.full(len(x), np.nan)
+    return Curve(x, mean, std, len(values))

@@ -1,19 +1,58 @@
 """The tables of any sweep: final returns, published anchors, update time and throughput, step
-sizes, runs and failures, and the commands that made them."""
+sizes, runs and failures, and the commands that made them; and the text formatting every table of
+the report shares (:func:`fmt`, :func:`cell`, :func:`md_table`, :func:`csv_text`)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from pathlib import Path
+from typing import Any, Iterable
 
 import numpy as np
 
-from natpg.bench.anchors import Ours, anchors_table
-from natpg.bench.report.runs import (FinalReturns, Run, env_order, final_returns, invocations, is_sb3,
-                                     method_order)
-from natpg.bench.tables import cell, csv_text, fmt, md_table
+from natpg.bench.report.runs import Run, env_order, final_returns, invocations, method_order
 
-__all__ = ["returns_table", "anchors_section", "timing_table", "status_table", "step_size_table", "commands"]
+__all__ = ["fmt", "cell", "md_table", "csv_text", "stopped", "returns_table", "timing_table", "status_table",
+           "step_size_table", "commands"]
+
+
+def fmt(x: float | None, digits: int | None = None) -> str:
+    """A number for a Markdown table: 1 decimal below 1000, none above, a typographic minus, '–' for none/NaN."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    if digits is None:
+        digits = 1 if abs(x) < 1000 else 0
+    return f"{x:.{digits}f}".replace("-", "−")
+
+
+def cell(mean: float, std: float, digits: int | None = None) -> str:
+    """``mean ± std`` with both numbers at the precision of the mean."""
+    if digits is None and math.isfinite(mean):
+        digits = 1 if abs(mean) < 1000 else 0
+    return f"{fmt(mean, digits)} ± {fmt(std, digits)}"
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(header: list[str], rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def stopped(runs: Iterable[Run]) -> str:
+    """The failed runs among ``runs`` (in their order) and the step each stopped at, for a table
+    cell: ``seed 0 at 25k, seed 2`` (no step recorded); '–' for none."""
+    return ", ".join(f"seed {r.seed} at {r.summary['steps'] // 1000}k" if r.summary.get("steps") else f"seed {r.seed}"
+                     for r in runs if r.status == "failed") or "–"
 
 
 def _mean_or_none(values: list[float]) -> float | None:
@@ -45,16 +84,6 @@ def returns_table(runs: list[Run], planned_seeds: int = 0) -> tuple[str, str]:
            f"*partial*: fewer completed seeds than the sweep's largest seed count ({target}). "
            "Machine-readable: `returns.csv` (empty std below two seeds).\n")
     return md, csv_text(["env", "method", "seeds", "mean", "std", "wall_time_mean", "steps_per_second_mean"], csv_rows)
-
-
-def anchors_section(groups: dict[tuple[str, str], FinalReturns], target: int) -> str | None:
-    """anchors.md: per task, our best natpg rule and best SB3 row beside the published numbers."""
-    best: dict[bool, dict[str, Ours]] = {False: {}, True: {}}
-    for (env, label), g in groups.items():
-        side = best[is_sb3(label)]
-        if g.mean is not None and (env not in side or g.mean > side[env].mean):
-            side[env] = Ours(label, g.mean, g.std, g.seeds, g.seeds < target)
-    return anchors_table(best[False], best[True], env_order({env for env, _ in groups}))
 
 
 def timing_table(runs: list[Run]) -> tuple[str, str]:

@@ -8,7 +8,7 @@ from collections import defaultdict
 import numpy as np
 
 from natpg.bench.report.runs import BINS, Run, binned_curve, env_order, method_order
-from natpg.bench.tables import csv_text, fmt, md_table
+from natpg.bench.report.tables import csv_text, fmt, md_table
 
 __all__ = ["THRESHOLDS", "FIELD_THRESHOLDS", "steps_to_threshold", "thresholds_for", "thresholds_table"]
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from natpg.bench.report import paper, tables, thresholds
+from natpg.bench.report import anchors, damping, paper, seeds, tables, thresholds, update_time
 from natpg.bench.report.plots import line_styles, plot_grid
 from natpg.bench.report.runs import Run, curves, final_returns, load_runs, planned_seeds
 from natpg.bench.report.stats import RULE
@@ -43,9 +43,9 @@ def build_report(dirs: Iterable[str | Path]) -> Report:
     planned = planned_seeds(dirs)
     s["returns"], c["returns"] = tables.returns_table(runs, planned)
     groups = final_returns(runs)
-    anchors = tables.anchors_section(groups, max([planned, *(g.seeds for g in groups.values())]))
-    if anchors:
-        s["anchors"] = anchors
+    beside = anchors.anchors_section(groups, max([planned, *(g.seeds for g in groups.values())]))
+    if beside:
+        s["anchors"] = beside
     s["table1"], c["table1"] = paper.table1(runs)
     found = paper.verdicts_table(runs)
     if found:
@@ -65,14 +65,21 @@ def build_report(dirs: Iterable[str | Path]) -> Report:
     if r1:
         s["smac_rank1"] = r1
     s["thresholds"], c["thresholds"] = thresholds.thresholds_table(runs)
+    s["seeds"], c["seeds"] = seeds.seeds_table(runs)
     s["timing"], c["timing"] = tables.timing_table(runs)
     s["status"] = tables.status_table(runs)
     step_size = tables.step_size_table(runs)
     if step_size:
         s["step_size"], c["step_size"] = step_size
+    lam = damping.damping_table(runs)
+    if lam:
+        s["damping"], c["damping"] = lam
     ab = paper.ablation_table(runs)
     if ab:
         s["ablation"] = ab
+        cost = update_time.update_time_table(runs)
+        if cost:
+            s["update_time"], c["update_time"] = cost
     cmd = tables.commands(dirs)
     if cmd:
         s["commands"] = cmd + "\n"
@@ -84,31 +91,37 @@ _HEADINGS = {
     "commands": "Commands", "returns": "Final returns", "anchors": "Beside the published numbers",
     "table1": "Final returns beside the paper (Table 1)", "budgets": "The paper's budgets",
     "rule": "How a difference is called", "verdicts": "Does it reproduce?", "smac_vs": "SMAC against its controls",
-    "smac_rank1": "What SMAC's rank-1 term does", "thresholds": "Steps to threshold",
-    "timing": "Update time and throughput", "step_size": "Step sizes", "status": "Runs",
-    "ablation": "Batch-size ablation (Figure 1)",
+    "smac_rank1": "What SMAC's rank-1 term does", "thresholds": "Steps to threshold", "seeds": "Per seed",
+    "timing": "Update time and throughput", "step_size": "Step sizes", "damping": "Adaptive damping", "status": "Runs",
+    "ablation": "Batch-size ablation (Figure 1)", "update_time": "Batch-size ablation: update time",
 }
+#: The figures report.md shows right after a section: section → figure names.
+_FIGURES = {"damping": ("damping",), "ablation": ("ablation_batch_size",), "update_time": ("return_vs_update_time",)}
 
 
 def write_figures(runs: list[Run], out: Path) -> list[Path]:
     """One figure of return curves per task, all tasks in one (the paper's Figures 2-3), log-probabilities
-    (Figures 4-5), and the batch-size ablation (Figure 1); each method in the same colour and style in every
-    figure."""
+    (Figures 4-5), the damping where a run adapted it, and the batch-size ablation (Figure 1) with its return
+    against update time; each method in the same colour and style in every figure."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         print("natpg report: matplotlib is not installed (pip install 'natpg[plots]'); tables only", file=sys.stderr)
         return []
     returns = curves(runs, "episode_return_mean")
-    styles = line_styles({label for env in returns for label in returns[env]})
+    styles = line_styles({r.label for r in runs if r.status == "done"})
     files = [plot_grid({env: returns[env]}, "return per episode", f"{env}: return per training episode",
                        out / f"curves_{env}.png", SMOOTHING, styles) for env in returns]
     files.append(plot_grid(returns, "average return", "Return per training episode", out / "learning_curves.png",
                            SMOOTHING, styles))
     files.append(plot_grid(curves(runs, "log_prob_mean"), "average log π(a|s)", "Log-probability of the actions taken",
                            out / "log_prob.png", SMOOTHING, styles))
-    if paper.ablation_variants(runs):
-        files.append(paper.ablation_figure(runs, out, SMOOTHING))
+    files.append(damping.plot_damping(runs, out / "damping.png", styles))
+    variants = paper.ablation_variants(runs)
+    if variants:
+        files.append(paper.ablation_figure(runs, out, SMOOTHING, styles))
+        files.append(update_time.plot_return_vs_update_time(
+            [r for r in runs if r.label in variants.get(r.env_id, ())], out / "return_vs_update_time.png", styles))
     return [f for f in files if f]
 
 
@@ -139,8 +152,7 @@ def write_built(rep: Report, out: str | Path, plots: bool = True) -> list[Path]:
             parts += [f"## {heading}\n", rep.sections[name]]
         if name == "returns":
             parts += [f"![{p.stem}]({p.name})\n" for p in figures if p.stem.startswith("curves_")]
-        if name == "ablation":
-            parts += [f"![{p.stem}]({p.name})\n" for p in figures if p.stem == "ablation_batch_size"]
+        parts += [f"![{p.stem}]({p.name})\n" for p in figures if p.stem in _FIGURES.get(name, ())]
     others = [p for p in figures if p.stem in ("learning_curves", "log_prob")]
     if others:
         parts += ["## Curves (Figures 2-5)\n"] + [f"![{p.stem}]({p.name})\n" for p in others]

@@ -1,24 +1,18 @@
-"""Per-seed outcomes of short runs: final return, best running mean, when the running mean first
+"""Per-seed outcomes of a sweep's runs: final return, best running mean, when the running mean first
 reached a "solved" return (the table of the suites ``baselines-*`` and ``isopo-rat-*``, once
-benchmarks/baselines.py and isopo_rat.py; docs/baselines.md, docs/isopo_rat.md).
-
-A pure function of :func:`natpg.bench.report.load_runs`'s runs, for ``natpg report`` to write as
-``seeds.md`` / ``seeds.csv``.
+benchmarks/baselines.py and isopo_rat.py; docs/baselines.md, docs/isopo_rat.md): ``seeds.md`` /
+``seeds.csv`` of every report.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from natpg.bench.tables import csv_text, fmt, md_table
-
-if TYPE_CHECKING:
-    from natpg.bench.report import Run
+from natpg.bench.report.runs import Run, by_method
+from natpg.bench.report.tables import csv_text, fmt, md_table
 
 __all__ = ["SOLVED", "best_and_first", "seeds_table"]
 
@@ -27,7 +21,7 @@ __all__ = ["SOLVED", "best_and_first", "seeds_table"]
 SOLVED: dict[str, float] = {"CartPole-v1": 195.0}
 
 
-def best_and_first(run: "Run", target: float | None) -> tuple[float | None, float | None]:
+def best_and_first(run: Run, target: float | None) -> tuple[float | None, float | None]:
     """(best running mean of the episode return, first environment step at which it reached
     ``target``), from the run's metrics rows; None where there is none."""
     m = run.metrics()
@@ -42,14 +36,12 @@ def _per_seed(values: list[str]) -> str:
     return " / ".join(values) or "–"
 
 
-def seeds_table(runs: list["Run"], targets: dict[str, float] = SOLVED) -> tuple[str, str]:
+def seeds_table(runs: list[Run], targets: dict[str, float] = SOLVED) -> tuple[str, str]:
     """``seeds.md`` / ``seeds.csv``: per env × method, each seed's final return (a failed or
     stopped run shows why), the mean over the completed seeds, each seed's best running mean and
     the step its running mean first reached the env's target (``targets``), mean update and wall
     time. The CSV has one row per run, with the rule's hyperparameters."""
-    groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
-    for r in sorted((r for r in runs if r.status in ("done", "failed")), key=lambda r: r.seed):
-        groups[(r.env_id, r.label)].append(r)
+    groups = by_method(r for r in runs if r.status in ("done", "failed"))
     md_rows, csv_rows = [], []
     for (env, label), group in groups.items():
         target = targets.get(env)

@@ -14,9 +14,10 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-from natpg.bench.tables import cell, fmt, md_table
+from natpg.bench.report.runs import FinalReturns, env_order, is_sb3
+from natpg.bench.report.tables import cell, fmt, md_table
 
-__all__ = ["Anchor", "Ours", "load_anchors", "anchors_table"]
+__all__ = ["Anchor", "Ours", "load_anchors", "anchors_table", "anchors_section"]
 
 ANCHORS_FILE = "mujoco_1m_anchors.csv"
 
@@ -117,3 +118,15 @@ def anchors_table(best_natpg: dict[str, Ours], best_sb3: dict[str, Ours], envs: 
         "Sources and protocols, as the anchors file states them:\n\n"
         + "".join(f"- {SOURCE_NAMES.get(s, s)} (`{s}`): {protocols.get(s, 'not stated in the file')}\n" for s in used))
     return md_table(header, rows) + caption
+
+
+def anchors_section(groups: dict[tuple[str, str], FinalReturns], target: int) -> str | None:
+    """``anchors.md`` of a sweep's final returns (:func:`natpg.bench.report.runs.final_returns`): per
+    task, its best natpg rule and best SB3 row beside the published numbers; ``target``: the
+    sweep's largest seed count, below which a row is *partial*."""
+    best: dict[bool, dict[str, Ours]] = {False: {}, True: {}}
+    for (env, label), g in groups.items():
+        side = best[is_sb3(label)]
+        if g.mean is not None and (env not in side or g.mean > side[env].mean):
+            side[env] = Ours(label, g.mean, g.std, g.seeds, g.seeds < target)
+    return anchors_table(best[False], best[True], env_order({env for env, _ in groups}))

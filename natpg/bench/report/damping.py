@@ -1,42 +1,38 @@
 """Adaptive against fixed damping: per env × method the final return, the realised KL per update
 and the damping λ each seed ended at, and λ over the run (the suite ``adaptive-damping``, once
-benchmarks/smac_adaptive_damping.py; docs/smac.md, "Adaptive damping").
-
-Pure functions of :func:`natpg.bench.report.load_runs`'s runs, for ``natpg report`` to write as
-``damping.md`` / ``damping.csv`` and ``damping.png`` when a run adapted its damping.
+benchmarks/smac_adaptive_damping.py; docs/smac.md, "Adaptive damping"): ``damping.md`` /
+``damping.csv`` and ``damping.png`` of a report in which some run adapted its damping.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
-from natpg.bench.tables import cell, csv_text, fmt, md_table, save_png
-
-if TYPE_CHECKING:
-    from natpg.bench.report import Run
+from natpg.bench.report.plots import plot_grid
+from natpg.bench.report.runs import Run, by_method, curves
+from natpg.bench.report.tables import cell, csv_text, fmt, md_table, stopped
 
 __all__ = ["adapts_damping", "damping_table", "plot_damping"]
 
 
-def adapts_damping(run: "Run") -> bool:
+def adapts_damping(run: Run) -> bool:
     return bool((run.config.get("method_kwargs") or {}).get("adaptive_damping"))
 
 
-def _groups(runs: list["Run"]) -> dict[tuple[str, str], list["Run"]]:
+def _adapting_envs(runs: list[Run]) -> set[str]:
+    return {r.env_id for r in runs if adapts_damping(r)}
+
+
+def _groups(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
     """(env, label) → its runs that finished or failed, for the envs where some run adapted its damping."""
-    envs = {r.env_id for r in runs if adapts_damping(r)}
-    groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
-    for r in sorted(runs, key=lambda r: r.seed):
-        if r.env_id in envs and r.status in ("done", "failed"):
-            groups[(r.env_id, r.label)].append(r)
-    return groups
+    envs = _adapting_envs(runs)
+    return by_method(r for r in runs if r.env_id in envs and r.status in ("done", "failed"))
 
 
-def _median_kl(run: "Run") -> float:
+def _median_kl(run: Run) -> float:
     """The middle of the run's finite realised KLs, sorted (the upper middle for an even count,
     as in the published tables)."""
     kl = run.metrics().get("kl", np.array([]))
@@ -44,13 +40,13 @@ def _median_kl(run: "Run") -> float:
     return float(kl[kl.size // 2]) if kl.size else np.nan
 
 
-def _final_damping(run: "Run") -> float:
+def _final_damping(run: Run) -> float:
     """λ of the run's last update (its metrics' ``damping`` column; NaN for a rule without one)."""
     damping = run.metrics().get("damping", np.array([]))
     return float(damping[-1]) if damping.size else np.nan
 
 
-def damping_table(runs: list["Run"]) -> tuple[str, str] | None:
+def damping_table(runs: list[Run]) -> tuple[str, str] | None:
     """``damping.md`` / ``damping.csv``, or None when no run adapted its damping. Final return:
     mean ± std (ddof = 0, as the tables published from benchmarks/smac_adaptive_damping.py)
     over the completed seeds; a run stopped by the trainer is listed with its step. Median KL:
@@ -63,14 +59,12 @@ def damping_table(runs: list["Run"]) -> tuple[str, str] | None:
     for (env, label), group in groups.items():
         done = [r for r in group if r.status == "done" and r.summary.get("final_return") is not None]
         finals = [float(r.summary["final_return"]) for r in done]
-        stopped = ", ".join(f"seed {r.seed} at {r.summary['steps'] // 1000}k" if r.summary.get("steps") else f"seed {r.seed}"
-                            for r in group if r.status == "failed")
         medians = [m for m in map(_median_kl, group) if np.isfinite(m)]
         kl = float(np.mean(medians)) if medians else np.nan
         lams = [_final_damping(r) for r in group]
         walls = [r.summary["wall_time"] for r in done if r.summary.get("wall_time") is not None]
         md_rows.append([env, f"`{label}`", f"{cell(float(np.mean(finals)), float(np.std(finals)))} ({len(finals)}/{len(group)})"
-                        if finals else f"– (0/{len(group)})", stopped or "–", f"{kl:.2e}" if np.isfinite(kl) else "–",
+                        if finals else f"– (0/{len(group)})", stopped(group), f"{kl:.2e}" if np.isfinite(kl) else "–",
                         ", ".join(f"{x:.3g}" for x in lams) if np.isfinite(lams).all() else "–",
                         fmt(float(np.mean(walls))) if walls else "–"])
         csv_rows += [[env, label, r.seed, r.status, r.summary.get("final_return", "") if r.status == "done" else "",
@@ -84,25 +78,12 @@ def damping_table(runs: list["Run"]) -> tuple[str, str] | None:
     return md, csv_text(["env", "method", "seed", "status", "final_return", "median_kl", "final_damping"], csv_rows)
 
 
-def plot_damping(runs: list["Run"], path: Path) -> Path | None:
-    """``damping.png``: λ against environment steps, one panel per env where some run adapted
-    its damping, one line per method with a damping column (its lowest seed), log scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    lines: dict[str, dict[str, Run]] = defaultdict(dict)
-    for (env, label), group in _groups(runs).items():
-        shown = next((r for r in group if "damping" in r.metrics()), None)
-        if shown is not None:
-            lines[env][label] = shown
-    if not lines:
-        return None
-    fig, axes = plt.subplots(1, len(lines), figsize=(6 * len(lines), 4), squeeze=False)
-    for ax, (env, by_label) in zip(axes[0], lines.items()):
-        for label, r in by_label.items():
-            m = r.metrics()
-            ax.plot(m["timesteps"], m["damping"], label=f"{label} (seed {r.seed})")
-        ax.set(title=env, xlabel="environment steps", ylabel="damping λ", yscale="log")
-    return save_png(fig, axes[0], path)
+def plot_damping(runs: list[Run], path: Path, styles: dict[str, tuple[str, Any]] | None = None) -> Path | None:
+    """``damping.png``: log₁₀ λ against environment steps, one panel per env where some run
+    adapted its damping, one line per method whose completed runs log their damping (fixed λ: a
+    flat line); mean ± std over the seeds of log₁₀ λ (the geometric mean and spread of λ), bin
+    means without smoothing. None when no run adapted its damping."""
+    envs = _adapting_envs(runs)
+    data = curves([r for r in runs if r.env_id in envs], "damping", np.log10, alpha=1.0)
+    return plot_grid(data, "log₁₀ λ", "Damping λ over training", path,
+                     "completed runs; λ of each update, bin means, no smoothing", styles)
