@@ -168,14 +168,19 @@ def test_smac_single_autograd_needs_only_distribution():
     torch.testing.assert_close(_flat(actor), _flat(reference), rtol=1e-10, atol=1e-12)
 
 
-def test_kfac_falls_back_to_a_diagonal_block_outside_linear_layers():
+def test_kfac_has_kronecker_factors_for_linear_and_conv_layers_and_a_diagonal_elsewhere():
     actor = make_actor("conv")
     obs, actions, adv = make_batch("conv", actor, n=16)
     rule = methods.make("kfac", actor)
     rule.update(PolicyBatch(obs, actions, adv))
-    assert set(rule.factors) == {"head", "conv.weight", "conv.bias"}
+    assert set(rule.factors) == {"head", "conv"}
     assert set(rule.factors["head"]) == {"A", "G"}
-    assert set(rule.factors["conv.weight"]) == {"D"} and rule.factors["conv.weight"]["D"].shape == (3 * 2 * 3 * 3,)
+    assert rule.factors["conv"]["A"].shape == (2 * 3 * 3 + 1,) * 2 and rule.factors["conv"]["G"].shape == (3, 3)
+    actor = make_actor("layernorm")
+    rule = methods.make("kfac", actor)
+    rule.update(PolicyBatch(*make_batch("layernorm", actor, n=16)))
+    assert set(rule.factors) == {"net.0", "net.1.weight", "net.1.bias", "net.3"}
+    assert set(rule.factors["net.1.weight"]) == {"D"} and rule.factors["net.1.weight"]["D"].shape == (6,)
 
 
 def test_isopo_treats_each_general_parameter_as_a_layer():

@@ -115,17 +115,22 @@ class KFAC(PreconditionedRule):
     @staticmethod
     def batch_statistics(scores: ScoreBatch) -> dict[str, dict[str, Tensor]]:
         """Factor statistics of one batch of scores (of sampled actions), keyed by block name:
-        ``{"A", "G"}`` for a linear layer, ``{"D"}`` (diagonal) for any other block."""
+        ``{"A", "G"}`` for a Linear or Conv2d layer, ``{"D"}`` (diagonal) for any other block.
+
+        Over B samples and the L positions of a layer (L = 1 for a Linear layer):
+        ``A = Σ_i Σ_t ā_it ā_itᵀ / (B·L)`` and ``G = Σ_i Σ_t δ_it δ_itᵀ / B`` (module docstring)."""
         n = scores.num_samples
         out: dict[str, dict[str, Tensor]] = {}
         for block in scores.blocks:
-            delta = block.delta.reshape(n, -1).to(torch.float64)
-            if block.linear:
-                a = block.a.to(torch.float64)
+            if block.layer:
+                a, delta = (t.to(torch.float64) for t in block.spatial())
+                rows = a.shape[0] * a.shape[1]
+                a, delta = a.reshape(rows, -1), delta.reshape(rows, -1)
                 if len(block.params) == 2:
-                    a = torch.cat([a, torch.ones(n, 1, dtype=a.dtype)], 1)
-                out[block.name] = {"A": a.T @ a / n, "G": delta.T @ delta / n}
+                    a = torch.cat([a, torch.ones(rows, 1, dtype=a.dtype, device=a.device)], 1)
+                out[block.name] = {"A": a.T @ a / rows, "G": delta.T @ delta / n}
             else:
+                delta = block.delta.reshape(n, -1).to(torch.float64)
                 out[block.name] = {"D": (delta * delta).mean(0)}
         return out
 
@@ -147,7 +152,7 @@ class KFAC(PreconditionedRule):
         return failures
 
     # -- preconditioning ----------------------------------------------------------------------
-    def _precondition_linear(self, name: str, g: Tensor) -> tuple[Tensor | None, int]:
+    def _precondition_layer(self, name: str, g: Tensor) -> tuple[Tensor | None, int]:
         """(A ⊗ G + λI)⁻¹ applied to the (out, in[+1]) gradient matrix ``g``; None on failure."""
         stats = self.factors.get(name, {})
         if "A" not in stats or "G" not in stats:
@@ -169,8 +174,10 @@ class KFAC(PreconditionedRule):
         obs = scores.obs
         with torch.no_grad():
             sampled = self.actor.distribution(obs).sample()
-        fisher_scores, _, _ = compute_scores(self.actor, obs, sampled)
+        # Conv2d layers unfolded: their Kronecker factors need patches and output gradients.
+        fisher_scores, _, _ = compute_scores(self.actor, obs, sampled, unfold_conv=True)
         failures = self._accumulate(self.batch_statistics(fisher_scores))
+        blocks = [(block.name, block.layer, block.params) for block in fisher_scores.blocks]
         del fisher_scores
         jitter = 0
 
@@ -180,25 +187,25 @@ class KFAC(PreconditionedRule):
             offsets[id(p)] = (start, p.numel())
             start += p.numel()
         natural = grad.clone()
-        for block in scores.blocks:
-            name = block.name
-            if block.linear:
-                w = block.params[0]
+        for name, layer, params in blocks:
+            if layer:  # weight (out, in) or (out, C_in, kh, kw) as an (out, in) matrix, bias as a last column
+                w = params[0]
                 ws, wn = offsets[id(w)]
-                gm = grad[ws : ws + wn].view_as(w)
-                if len(block.params) == 2:
-                    bs, bn = offsets[id(block.params[1])]
+                gm = grad[ws : ws + wn].view(w.shape[0], -1)
+                columns = gm.shape[1]
+                if len(params) == 2:
+                    bs, bn = offsets[id(params[1])]
                     gm = torch.cat([gm, grad[bs : bs + bn][:, None]], 1)
-                pre, tries = self._precondition_linear(name, gm)
+                pre, tries = self._precondition_layer(name, gm)
                 jitter += tries
                 if pre is None:
                     failures += 1  # plain-gradient fallback for this layer (natural keeps grad)
                     continue
-                natural[ws : ws + wn] = pre[:, : w.shape[1]].reshape(-1)
-                if len(block.params) == 2:
+                natural[ws : ws + wn] = pre[:, :columns].reshape(-1)
+                if len(params) == 2:
                     natural[bs : bs + bn] = pre[:, -1]
             else:
-                p = block.params[0]
+                p = params[0]
                 s, n = offsets[id(p)]
                 diag = self.factors.get(name, {}).get("D")
                 if diag is None or not bool(torch.isfinite(diag).all()):
