@@ -4,11 +4,15 @@
 
 natpg's image actor for MinAtar-sized frames (10×10×C bool: one 3×3 convolution with 16
 channels, ReLU, then the 64-64 tanh MLP head, categorical over 6 actions). Times, for the
-Conv2d layer on each path (the Linear layers are factorised in both):
+Conv2d layer on each path (the Linear layers are factorised in both; ``unfold`` is
+``compute_scores(..., unfold_conv=True)``):
 ``compute_scores`` alone, ``compute_scores`` followed by ``sq_norms()`` and one
 ``weighted_sum`` (the per-sample norms force the conv layer's per-sample gradients to be
 materialised on the unfold path), and one ``smac`` update with and without the common
-diagnostics. One thread, float32, median of ``reps``. Results: docs/architecture.md.
+diagnostics; one ``kfac`` update (its Fisher pass then unfolds the conv layer for Kronecker
+factors, or gives it the diagonal block from torch.func scores, its fallback before). One
+thread, float32, median of ``reps``, all the timings interleaved
+within each repetition (the machine's load then falls on both paths alike). Results: benchmarks/results/conv_scores.md, docs/methods.md.
 """
 
 from __future__ import annotations
@@ -17,38 +21,45 @@ import argparse
 import contextlib
 import functools
 import time
+from typing import Callable
 
 import numpy as np
 import torch
 from gymnasium import spaces
 
 import natpg.methods.base as base_module
+import natpg.methods.kfac as kfac_module
 import natpg.methods.smac as smac_module
 from natpg import methods, scores
 from natpg.methods import PolicyBatch
 from natpg.policies import CategoricalActor, ImageTrunk
 
+_compute_scores = scores.compute_scores
 
-def median_ms(fn, reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2] * 1e3
+
+def interleaved_median_ms(fns: dict[object, Callable[[], object]], reps: int) -> dict[object, float]:
+    """Median time of each function, the functions run in turn within each repetition so
+    that a machine's changing load falls on all of them alike."""
+    times: dict[object, list[float]] = {key: [] for key in fns}
+    for rep in range(reps + 1):
+        for key, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if rep:  # the first round warms up
+                times[key].append(time.perf_counter() - start)
+    return {key: sorted(t)[len(t) // 2] * 1e3 for key, t in times.items()}
 
 
 @contextlib.contextmanager
 def conv_path(path: str):
-    """``unfold``: natpg's default; ``torch.func``: every Conv2d sent to the general path."""
-    plain = scores._plain_conv
-    if path == "torch.func":
-        scores._plain_conv = lambda module: False
+    """``torch.func``: natpg's default (Conv2d on the general path); ``unfold``: every
+    ``compute_scores`` call of the smac rule and of the benchmark with ``unfold_conv=True``."""
+    forced = functools.partial(_compute_scores, unfold_conv=path == "unfold")
+    smac_module.compute_scores = base_module.compute_scores = kfac_module.compute_scores = forced
     try:
-        yield
+        yield forced
     finally:
-        scores._plain_conv = plain
+        smac_module.compute_scores = base_module.compute_scores = kfac_module.compute_scores = _compute_scores
 
 
 def main() -> None:
@@ -68,20 +79,32 @@ def main() -> None:
         adv = torch.randn(args.batch)
         batch = PolicyBatch(obs, actions, adv)
         rule = methods.make("smac", actor, lr=1e-8)
+        kfac = methods.make("kfac", actor, lr=1e-8)
 
-        def norms_and_sum():
-            s, _, _ = scores.compute_scores(actor, obs, actions)
-            s.sq_norms()
-            s.weighted_sum(adv)
+        def timed(path: str, what: str):
+            def run():
+                with conv_path(path) as compute_scores:
+                    if what == "smac update":
+                        rule.update(batch, diagnostics=False)
+                    elif what == "with diagnostics":
+                        rule.update(batch, diagnostics=True)
+                    elif what == "kfac update":
+                        kfac.update(batch, diagnostics=False)
+                    else:
+                        s, _, _ = compute_scores(actor, obs, actions)
+                        if what != "compute_scores":
+                            s.sq_norms()
+                            s.weighted_sum(adv)
+            return run
 
-        for path in ("torch.func", "unfold"):
-            with conv_path(path):
-                cs = median_ms(lambda: scores.compute_scores(actor, obs, actions), args.reps)
-                ns = median_ms(norms_and_sum, args.reps)
-                up = median_ms(lambda: rule.update(batch, diagnostics=False), args.reps)
-                diag = median_ms(lambda: rule.update(batch, diagnostics=True), args.reps)
-            print(f"10x10x{channels:<2d} conv {path:10s} compute_scores {cs:6.1f} ms   + sq_norms + weighted_sum {ns:6.1f} ms"
-                  f"   smac update {up:6.1f} ms   with diagnostics {diag:6.1f} ms", flush=True)
+        whats = ("compute_scores", "+ sq_norms + weighted_sum", "smac update", "with diagnostics", "kfac update")
+        paths = ("torch.func", "unfold")
+        ms = interleaved_median_ms({(p, w): timed(p, w) for w in whats for p in paths}, args.reps)
+        for path in paths:
+            cells = "   ".join(f"{w} {ms[(path, w)]:6.1f} ms" for w in whats)
+            print(f"10x10x{channels:<2d} conv {path:10s} {cells}", flush=True)
+        print(f"10x10x{channels:<2d} torch.func / unfold: " + "   ".join(f"{w} {ms[('torch.func', w)] / ms[('unfold', w)]:.2f}x"
+                                                               for w in whats), flush=True)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ unfolded input patch (``torch.nn.functional.unfold``) and δ_t the output gradie
 block keeps a (B, L, C_in·kh·kw) and δ (B, L, C_out), and materialises the per-sample
 gradients (B·numel) only for norms, Gram matrices and S. K-FAC's Kronecker factors need
 exactly a and δ; for per-sample scores it is not the default, being no faster than torch.func
-on natpg's MinAtar CNN (measured in docs/architecture.md).
+on natpg's MinAtar CNN (measured in docs/methods.md).
 
 **General path.** Every other trainable parameter — a plain ``nn.Parameter`` log-std as
 CleanRL and SB3 write it, LayerNorm, Conv2d, Embedding, tied or shared weights, custom
@@ -333,7 +333,7 @@ def compute_scores(actor: nn.Module, obs: Tensor, actions: Tensor, *, path: str 
     every parameter). ``unfold_conv``: also put every Conv2d layer with one group on the
     factorised path, as its unfolded input patches and output gradients (what K-FAC's
     Kronecker factors need); off by default, since for per-sample scores it was measured no
-    faster than torch.func (docs/architecture.md). Returns the scores, the distribution at
+    faster than torch.func (docs/methods.md). Returns the scores, the distribution at
     the current parameters and the log-probabilities of ``actions`` (detached).
     """
     if path not in PATHS:

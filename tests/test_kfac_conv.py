@@ -14,7 +14,7 @@ from torch.distributions import Categorical
 from natpg import methods
 from natpg.methods.base import PolicyBatch
 from natpg.scores import compute_scores, flatten
-from tests.conftest import assert_layer_grams_match_dense, dense_scores
+from tests.conftest import assert_scores_match_dense, dense_scores
 
 CONVS = {  # name: (in_channels, out_channels, Conv2d keyword arguments)
     "plain": (2, 3, dict(kernel_size=3)),
@@ -110,16 +110,7 @@ def test_unfolded_conv_scores_match_a_per_sample_loop(name):
     S = dense_scores(actor, obs, actions)
     scores, _, _ = compute_scores(actor, obs, actions, path="factorised", unfold_conv=True)
     assert [b.kind for b in scores.blocks] == ["conv", "conv", "linear"]
-    torch.testing.assert_close(scores.matrix(), S, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(scores.sq_norms(), (S * S).sum(1), rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(flatten(scores.weighted_sum(adv)), S.T @ adv, rtol=1e-10, atol=1e-12)
-    v = torch.randn(S.shape[1], dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    pieces, o = [], 0
-    for p in scores.params:
-        pieces.append(v[o : o + p.numel()].view_as(p))
-        o += p.numel()
-    torch.testing.assert_close(scores.dot(pieces), S @ v, rtol=1e-10, atol=1e-12)
-    assert_layer_grams_match_dense(scores, S)
+    assert_scores_match_dense(scores, S, adv)
     # The patches are the loop's (the factorised path's own inputs, not only their products).
     by_loop = _layer_data_by_loop(actor, obs, actions)
     for block in scores.blocks[:2]:

@@ -1,4 +1,5 @@
-"""K-FAC for the actor, ACKTR-style (Martens & Grosse 2015; Wu et al. 2017).
+"""K-FAC for the actor, ACKTR-style (Martens & Grosse 2015; Wu et al. 2017), with KFC's factors
+for convolutions (Grosse & Martens 2016).
 
 Per linear layer ``y = W a + b`` the Fisher block is approximated by a Kronecker product,
 
@@ -11,13 +12,31 @@ the Kronecker product (ACKTR's unfactored damping):
 
     (A ⊗ G + λI)⁻¹ ∇W  =  Q_G [ (Q_Gᵀ ∇W̄ Q_A) ⊘ (λ_G λ_Aᵀ + λ) ] Q_Aᵀ
 
-(∇W̄ = [∇W | ∇b]). Kronecker factors need a Linear layer on the factorised path of
-:mod:`natpg.scores` (called once, parameters not shared). Every other parameter tensor — the
-Gaussian log-std (natpg's BroadcastParameter or a plain ``nn.Parameter``), LayerNorm, Conv2d,
-Embedding, a Linear used twice or tied to another — falls back to a **diagonal Fisher
-block**: the running average of its squared per-sample scores under sampled actions (for a
-state-independent log-std the exact value is 2 per dimension), ``(diag + λ)⁻¹`` applied
-elementwise. The step is rescaled as in
+(∇W̄ = [∇W | ∇b]). A **Conv2d layer** (one group) is the same code with the weight read as a
+(C_out, C_in·kh·kw) matrix: its per-sample gradient is ∇W̄ = Σ_t δ_t ā_tᵀ over the |T| output
+positions t, with ā_t the unfolded input patch (``torch.nn.functional.unfold``: padding,
+stride and dilation as the layer has them) and δ_t the output gradient there. KFC assumes
+activations independent of derivatives, statistics the same at every position, and
+derivatives uncorrelated between positions; then E[vec ∇W̄ vec ∇W̄ᵀ] ≈ Σ_t E[ā_t ā_tᵀ] ⊗ E[δ_t δ_tᵀ]
+= |T| · Ā ⊗ Ḡ, Ā and Ḡ the averages over samples and positions. natpg's convention puts the
+factor |T| on the output side:
+
+    A = (1/(B|T|)) Σ_i Σ_t ā_it ā_itᵀ,        G = (1/B) Σ_i Σ_t δ_it δ_itᵀ        (= |T|·Ḡ).
+
+Why: the product A ⊗ G is KFC's, on the scale of the Fisher of the layer's summed gradient,
+so the damping λ and the KL clip mean what they mean for a Linear layer (without the |T| a
+conv layer's curvature would be |T| times too small and its step |T| times too long before
+the clip); with |T| = 1 (a 1×1 convolution on a 1×1 image) the factors are exactly the
+Linear layer's; and A keeps the scale of the inputs (its bias entry is 1, as for a Linear
+layer). Only the product enters the unfactored-damped solve above, so where |T| sits changes
+nothing else. Kronecker factors need the layer on the factorised path of :mod:`natpg.scores`
+(called once, parameters not shared; for Conv2d ``compute_scores(..., unfold_conv=True)``,
+which the rule's Fisher pass uses). Every other parameter tensor — the Gaussian log-std
+(natpg's BroadcastParameter or a plain ``nn.Parameter``), LayerNorm, a Conv2d with
+``groups > 1`` or a Conv2d subclass with its own forward, Embedding, a Linear used twice or
+tied to another — falls back to a **diagonal Fisher block**: the running average of its
+squared per-sample scores under sampled actions (for a state-independent log-std the exact
+value is 2 per dimension), ``(diag + λ)⁻¹`` applied elementwise. The step is rescaled as in
 ACKTR so that ``lr² ĝᵀg ≤ kl_clip`` (ĝ the preconditioned gradient; ``lr² ĝᵀg`` is twice the
 quadratic KL of a step ``lr·ĝ``), then taken by SGD with momentum (step ``lr·(1−momentum)``,
 ACKTR's convention).
@@ -80,7 +99,7 @@ class KFAC(PreconditionedRule):
     """ACKTR-style K-FAC natural gradient with a KL-clipped step."""
 
     name = "kfac"
-    summary = "K-FAC (ACKTR): Kronecker-factored Fisher of sampled actions per linear layer (diagonal elsewhere), KL-clipped step"
+    summary = "K-FAC (ACKTR): Kronecker-factored Fisher of sampled actions per Linear and Conv2d layer (diagonal elsewhere), KL-clipped step"
 
     @dataclass(frozen=True, kw_only=True)
     class Hyperparameters(hparams.MinibatchHyperparameters):
@@ -99,7 +118,7 @@ class KFAC(PreconditionedRule):
         self.kl_clip = float(self.hp.kl_clip)
         self.damping = float(self.hp.damping)
         self.stats_decay = float(self.hp.stats_decay)
-        #: Running factor statistics: module name -> {"A", "G"} (linear) or {"D"} (diagonal).
+        #: Running factor statistics: module name -> {"A", "G"} (Linear, Conv2d) or {"D"} (diagonal).
         self.factors: dict[str, dict[str, Tensor]] = {}
         self.failures_total = 0
 
