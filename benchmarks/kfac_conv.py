@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as _dt
-import functools
 import os
 import platform
 import shlex
@@ -46,10 +45,14 @@ def _register(env_id: str) -> None:
 def run(env_id: str, variant: str, steps: int, seed: int) -> tuple[dict, list[dict]]:
     import natpg
     import natpg.methods.kfac as kfac_module
+    import natpg.scores
 
     _register(env_id)
-    if variant == "diagonal":
-        kfac_module.compute_scores = functools.partial(kfac_module.compute_scores, unfold_conv=False)
+
+    def compute_scores(*args, **kwargs):  # the rule's own unfold_conv=True overridden (a worker runs both variants)
+        return natpg.scores.compute_scores(*args, **{**kwargs, "unfold_conv": variant == "kronecker"})
+
+    kfac_module.compute_scores = compute_scores
     result = natpg.train(env_id, "kfac", steps, seed=seed)
     s = result.summary
     row = dict(env=env_id, variant=variant, seed=seed, steps=s["steps"], final_return=s["final_return"],
