@@ -260,3 +260,13 @@ def test_a_one_by_one_conv_on_a_one_pixel_image_is_the_linear_case():
     for key in ("A", "G"):
         torch.testing.assert_close(rules[1].factors["layer"][key], rules[0].factors["layer"][key], rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(steps[1], steps[0], rtol=1e-10, atol=1e-14)
+
+
+def test_second_moments_are_accumulated_chunk_by_chunk_in_float64():
+    from natpg.methods.kfac import _second_moment
+
+    x = torch.randn(10, 4, generator=torch.Generator().manual_seed(0))
+    xbar = torch.cat([x, torch.ones(10, 1)], 1).double()
+    for chunk in (3, 10, 64):
+        torch.testing.assert_close(_second_moment(x, bias=True, chunk=chunk), xbar.T @ xbar, rtol=1e-12, atol=1e-12)
+    assert _second_moment(x, chunk=4).dtype == torch.float64

@@ -94,6 +94,18 @@ def robust_eigh(matrix: Tensor, max_tries: int = 4) -> tuple[Tensor | None, Tens
     return None, None, max_tries + 1
 
 
+def _second_moment(x: Tensor, bias: bool = False, chunk: int = 65536) -> Tensor:
+    """Σ_r x̄_r x̄_rᵀ over the rows of ``x`` in float64 (x̄ = (x, 1) with ``bias``), converted
+    ``chunk`` rows at a time: a convolution's patches have B·|T| rows."""
+    total = None
+    for part in x.split(chunk):
+        part = part.to(torch.float64)
+        if bias:
+            part = torch.cat([part, torch.ones(part.shape[0], 1, dtype=part.dtype, device=part.device)], 1)
+        total = part.T @ part if total is None else total + part.T @ part
+    return total
+
+
 @register
 class KFAC(PreconditionedRule):
     """ACKTR-style K-FAC natural gradient with a KL-clipped step."""
@@ -142,12 +154,10 @@ class KFAC(PreconditionedRule):
         out: dict[str, dict[str, Tensor]] = {}
         for block in scores.blocks:
             if block.layer:
-                a, delta = (t.to(torch.float64) for t in block.spatial())
+                a, delta = block.spatial()
                 rows = a.shape[0] * a.shape[1]
-                a, delta = a.reshape(rows, -1), delta.reshape(rows, -1)
-                if len(block.params) == 2:
-                    a = torch.cat([a, torch.ones(rows, 1, dtype=a.dtype, device=a.device)], 1)
-                out[block.name] = {"A": a.T @ a / rows, "G": delta.T @ delta / n}
+                out[block.name] = {"A": _second_moment(a.reshape(rows, -1), bias=len(block.params) == 2) / rows,
+                                   "G": _second_moment(delta.reshape(rows, -1)) / n}
             else:
                 delta = block.delta.reshape(n, -1).to(torch.float64)
                 out[block.name] = {"D": (delta * delta).mean(0)}
