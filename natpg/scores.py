@@ -19,6 +19,14 @@ tensor. A layer takes this path when it is called exactly once per forward pass,
 (B, in) input, and its parameters are used nowhere else (checked on the autograd graph:
 a weight tied to another layer, or a Linear called twice, goes to the general path).
 
+A Conv2d layer (one group) can take this path too, on request (``unfold_conv=True``): its
+per-sample weight gradient is Σ_t δ_t a_tᵀ over the L output positions t, with a_t the
+unfolded input patch (``torch.nn.functional.unfold``) and δ_t the output gradient there; the
+block keeps a (B, L, C_in·kh·kw) and δ (B, L, C_out), and materialises the per-sample
+gradients (B·numel) only for norms, Gram matrices and S. K-FAC's Kronecker factors need
+exactly a and δ; for per-sample scores it is not the default, being no faster than torch.func
+on natpg's MinAtar CNN (measured in docs/methods.md).
+
 **General path.** Every other trainable parameter — a plain ``nn.Parameter`` log-std as
 CleanRL and SB3 write it, LayerNorm, Conv2d, Embedding, tied or shared weights, custom
 modules — gets its per-sample gradients from ``torch.func``: ``vmap(grad(log π))`` over the
@@ -38,6 +46,7 @@ from typing import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torch.distributions import Distribution
 
 from natpg.policies import BroadcastParameter
@@ -69,23 +78,41 @@ def unflatten(vector: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
 
 @dataclass
 class _Block:
-    """One share of the scores: a linear layer (input ``a``), a broadcast parameter, or one
-    parameter tensor of the general path (``delta`` its per-sample gradients)."""
+    """One share of the scores: a layer (Linear or Conv2d: inputs ``a``, output gradients
+    ``delta``), a broadcast parameter, or one parameter tensor of the general path
+    (``delta`` its per-sample gradients)."""
 
     module: nn.Module | None
     params: list[nn.Parameter]
     output: Tensor | None = None
-    a: Tensor | None = None  # (B, in) for linear layers, None otherwise
-    delta: Tensor | None = None  # (B, out) output gradients, or (B, *shape) per-sample grads
+    #: Layer inputs: (B, in) for a Linear layer, the unfolded patches (B, L, C_in·kh·kw) of a
+    #: Conv2d with L output positions; None for other blocks.
+    a: Tensor | None = None
+    #: Output gradients ∂ log π/∂y, (B, out) for a Linear layer, (B, L, C_out) for a Conv2d;
+    #: the per-sample gradients (B, *shape) for the other blocks.
+    delta: Tensor | None = None
     #: A stable name (module name for layers and broadcast parameters, the parameter's name
     #: for the general path): the key of per-block state such as K-FAC's running factors.
     name: str = ""
-    #: "linear", "broadcast" or "general".
+    #: "linear", "conv", "broadcast" or "general".
     kind: str = "linear"
+    #: Per-sample gradients of each parameter, (B, numel), once materialised.
+    per_sample: list[Tensor] | None = None
 
     @property
     def linear(self) -> bool:
-        return self.a is not None
+        return self.kind == "linear"
+
+    @property
+    def layer(self) -> bool:
+        """A Linear or Conv2d layer: per-sample gradients Σ_t δ_t a_tᵀ (and Σ_t δ_t for the bias)."""
+        return self.kind in ("linear", "conv")
+
+    def spatial(self) -> tuple[Tensor, Tensor]:
+        """A layer's inputs (B, L, in) and output gradients (B, L, out); L = 1 for a Linear layer."""
+        if self.kind == "linear":
+            return self.a[:, None], self.delta[:, None]
+        return self.a, self.delta
 
 
 @dataclass
@@ -115,13 +142,25 @@ class ScoreBatch:
         return self.blocks[0].delta.dtype if self.blocks else self.params[0].dtype
 
     # -- per-sample quantities -------------------------------------------------------------
+    def _per_sample(self, block: _Block) -> list[Tensor]:
+        """The per-sample gradients of each of the block's parameters, (B, numel) each
+        (memory B·numel; materialised once for a layer, a view otherwise)."""
+        if block.per_sample is None:
+            if block.layer:
+                a, d = block.spatial()
+                block.per_sample = [torch.bmm(d.transpose(1, 2), a).reshape(self.num_samples, -1)]
+                if len(block.params) == 2:
+                    block.per_sample.append(d.sum(1))
+            else:
+                return [block.delta.reshape(self.num_samples, -1)]
+        return block.per_sample
+
     def _block_sq_norms(self, block: _Block) -> Tensor:
-        d = block.delta.reshape(self.num_samples, -1)
-        dd = torch.linalg.vector_norm(d, dim=1).square()
-        if block.linear:
+        if block.linear:  # rank-1 per sample: ‖δ aᵀ‖² = ‖δ‖²‖a‖²
+            dd = torch.linalg.vector_norm(block.delta, dim=1).square()
             aa = (block.a * block.a).sum(1)
             return dd * (aa + (1.0 if len(block.params) == 2 else 0.0))
-        return dd
+        return sum(torch.linalg.vector_norm(g, dim=1).square() for g in self._per_sample(block))
 
     def sq_norms(self) -> Tensor:
         """‖s_i‖² for every sample, shape (B,)."""
@@ -133,13 +172,11 @@ class ScoreBatch:
         """Per-block Gram matrices ⟨s_i, s_j⟩ restricted to that block's parameters, each (B, B)."""
         grams = []
         for b in self.blocks:
-            d = b.delta.reshape(self.num_samples, -1)
-            dd = d @ d.T
-            if b.linear:
+            if b.linear:  # ⟨δ_i a_iᵀ, δ_j a_jᵀ⟩ = (δ_i·δ_j)(a_i·a_j)
                 aa = b.a @ b.a.T
-                grams.append(dd * (aa + 1.0) if len(b.params) == 2 else dd * aa)
+                grams.append((b.delta @ b.delta.T) * (aa + 1.0 if len(b.params) == 2 else aa))
             else:
-                grams.append(dd)
+                grams.append(sum(g @ g.T for g in self._per_sample(b)))
         return grams
 
     def gram(self) -> Tensor:
@@ -149,15 +186,15 @@ class ScoreBatch:
         return sum(self.layer_grams())
 
     def _block_grads(self, block: _Block, c: Tensor) -> list[Tensor]:
-        d = block.delta.reshape(self.num_samples, -1)
-        c = c.to(d.dtype)
-        if block.linear:
-            d = d * c[:, None]
-            grads = [d.T @ block.a]
+        if block.layer:  # Σ_i c_i Σ_t δ_it a_itᵀ: one matmul over samples and positions
+            a, d = block.spatial()
+            d = (d * c.to(d.dtype)[:, None, None]).reshape(-1, d.shape[-1])
+            grads = [(d.T @ a.reshape(-1, a.shape[-1])).view_as(block.params[0])]
             if len(block.params) == 2:
                 grads.append(d.sum(0))
             return grads
-        return [(c @ d).view_as(block.params[0])]  # a vector-matrix product: no B×d temporary
+        d = block.delta.reshape(self.num_samples, -1)
+        return [(c.to(d.dtype) @ d).view_as(block.params[0])]  # a vector-matrix product: no B×d temporary
 
     def weighted_sum(self, c: Tensor | Sequence[Tensor]) -> list[Tensor]:
         """Σ_i c_i s_i as a list aligned with ``params`` (e.g. c = A/B gives the policy gradient).
@@ -177,27 +214,22 @@ class ScoreBatch:
         out = torch.zeros(self.num_samples, dtype=self.dtype)
         for p, v in zip(self.params, vector):
             block = self.blocks[self._index[id(p)][0]]
-            d = block.delta.reshape(self.num_samples, -1)
-            if not block.linear:
-                out = out + d @ v.reshape(-1).to(d.dtype)
-            elif p is block.params[0]:
-                out = out + ((block.a @ v.T) * d).sum(1)
+            if not block.layer:
+                out = out + block.delta.reshape(self.num_samples, -1) @ v.reshape(-1).to(block.delta.dtype)
+                continue
+            a, d = block.spatial()
+            if p is block.params[0]:  # Σ_t δ_tᵀ V a_t
+                out = out + ((a @ v.reshape(d.shape[-1], -1).T) * d).sum((1, 2))
             else:
-                out = out + d @ v
+                out = out + d.sum(1) @ v
         return out
 
     def matrix(self) -> Tensor:
         """The dense B×d score matrix S, columns in ``params`` order (memory B·d)."""
         cols = []
         for p in self.params:
-            block = self.blocks[self._index[id(p)][0]]
-            d = block.delta.reshape(self.num_samples, -1)
-            if not block.linear:
-                cols.append(d)
-            elif p is block.params[0]:
-                cols.append(torch.einsum("bo,bi->boi", d, block.a).reshape(self.num_samples, -1))
-            else:
-                cols.append(d)
+            bi, pi = self._index[id(p)]
+            cols.append(self._per_sample(self.blocks[bi])[pi])
         return torch.cat(cols, 1)
 
 
@@ -221,6 +253,33 @@ def _parameter_uses(root: Tensor) -> Counter:
                 seen.add(nxt)
                 stack.append(nxt)
     return uses
+
+
+def _plain_conv(module: nn.Conv2d) -> bool:
+    """A Conv2d whose output is conv2d(input, weight, bias) with one group (not a subclass
+    that transforms its weight in its own forward)."""
+    plain = type(module).forward is nn.Conv2d.forward and type(module)._conv_forward is nn.Conv2d._conv_forward
+    return plain and module.groups == 1
+
+
+def _conv_patches(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """The input patches of ``conv`` on ``x`` (B, C_in, H, W): a (B, L, C_in·kh·kw) tensor, L the
+    number of output positions, such that ``y[:, :, l] = W.view(C_out, -1) @ patches[:, l] + b``.
+
+    Padding (zeros or ``padding_mode``, integer or ``"same"``/``"valid"``) is applied as the
+    layer applies it; stride and dilation are unfold's."""
+    if conv.padding == "valid":
+        pads = [0, 0, 0, 0]
+    elif conv.padding == "same":  # as torch pads for it: the odd pixel at the end
+        pads = []
+        for d, k in zip(reversed(conv.dilation), reversed(conv.kernel_size)):
+            total = d * (k - 1)
+            pads += [total // 2, total - total // 2]
+    else:
+        pads = [conv.padding[1], conv.padding[1], conv.padding[0], conv.padding[0]]
+    if any(pads):
+        x = F.pad(x, pads, mode="constant" if conv.padding_mode == "zeros" else conv.padding_mode)
+    return F.unfold(x, conv.kernel_size, dilation=conv.dilation, stride=conv.stride).transpose(1, 2)
 
 
 class _LogProb(nn.Module):
@@ -262,7 +321,8 @@ def per_sample_grads(actor: nn.Module, obs: Tensor, actions: Tensor, params: Seq
     return [grads[names[id(p)]] for p in params]
 
 
-def compute_scores(actor: nn.Module, obs: Tensor, actions: Tensor, *, path: str = "auto") -> tuple[ScoreBatch, Distribution, Tensor]:
+def compute_scores(actor: nn.Module, obs: Tensor, actions: Tensor, *, path: str = "auto",
+                   unfold_conv: bool = False) -> tuple[ScoreBatch, Distribution, Tensor]:
     """Per-sample scores of ``actions`` under ``actor`` at ``obs``: one forward pass (with
     hooks on Linear layers and broadcast parameters), one backward pass to the layer outputs
     for the factorised blocks, and ``torch.func`` per-sample gradients for every parameter
@@ -270,8 +330,11 @@ def compute_scores(actor: nn.Module, obs: Tensor, actions: Tensor, *, path: str 
 
     ``path``: ``"auto"`` (factorised where possible, general elsewhere), ``"factorised"``
     (an error if some parameter needs the general path) or ``"general"`` (torch.func for
-    every parameter). Returns the scores, the distribution at the current parameters and the
-    log-probabilities of ``actions`` (detached).
+    every parameter). ``unfold_conv``: also put every Conv2d layer with one group on the
+    factorised path, as its unfolded input patches and output gradients (what K-FAC's
+    Kronecker factors need); off by default, since for per-sample scores it was measured no
+    faster than torch.func (docs/methods.md). Returns the scores, the distribution at
+    the current parameters and the log-probabilities of ``actions`` (detached).
     """
     if path not in PATHS:
         raise ValueError(f"path must be one of {', '.join(PATHS)}, got {path!r}")
@@ -285,9 +348,18 @@ def compute_scores(actor: nn.Module, obs: Tensor, actions: Tensor, *, path: str 
 
     def linear_hook(module, inputs, output):
         a = inputs[0] if inputs else None
-        fits = isinstance(a, Tensor) and a.dim() == 2 and a.shape[0] == n and output.dim() == 2 and output.requires_grad
+        fits = (isinstance(a, Tensor) and a.dim() == 2 and a.shape[0] == n and output.dim() == 2 and output.requires_grad
+                and module.weight.requires_grad)  # a trainable bias alone goes to the general path
         records.append(_Block(module, [p for p in (module.weight, module.bias) if p is not None and p.requires_grad],
                               output if fits else None, a.detach() if fits else None, name=module_names[id(module)]))
+
+    def conv_hook(module, inputs, output):
+        x = inputs[0] if inputs else None
+        fits = (isinstance(x, Tensor) and x.dim() == 4 and x.shape[0] == n and output.dim() == 4 and output.requires_grad
+                and module.weight.requires_grad and _plain_conv(module))
+        records.append(_Block(module, [p for p in (module.weight, module.bias) if p is not None and p.requires_grad],
+                              output if fits else None, _conv_patches(module, x.detach()) if fits else None,
+                              name=module_names[id(module)], kind="conv"))
 
     def broadcast_hook(module, inputs, output):
         fits = output.dim() >= 1 and output.shape[0] == n and output.requires_grad
@@ -298,6 +370,8 @@ def compute_scores(actor: nn.Module, obs: Tensor, actions: Tensor, *, path: str 
         for m in actor.modules():
             if isinstance(m, nn.Linear):
                 handles.append(m.register_forward_hook(linear_hook))
+            elif unfold_conv and isinstance(m, nn.Conv2d):
+                handles.append(m.register_forward_hook(conv_hook))
             elif isinstance(m, BroadcastParameter):
                 handles.append(m.register_forward_hook(broadcast_hook))
     try:
@@ -322,13 +396,16 @@ def compute_scores(actor: nn.Module, obs: Tensor, actions: Tensor, *, path: str 
     if general and path == "factorised":
         shapes = [tuple(p.shape) for p in general]
         raise ValueError(
-            f"path='factorised' needs every actor parameter in an nn.Linear layer called once or a BroadcastParameter; "
+            f"path='factorised' needs every actor parameter in an nn.Linear layer called once or a BroadcastParameter "
+            f"(or, with unfold_conv=True, an nn.Conv2d layer with groups=1 called once); "
             f"parameters of shapes {shapes} are not: use path='auto' (torch.func per-sample gradients for them)"
         )
     if blocks:
         deltas = torch.autograd.grad(logp.sum(), [b.output for b in blocks], allow_unused=True)
         for b, d in zip(blocks, deltas):
             b.delta = torch.zeros_like(b.output).detach() if d is None else d.detach()
+            if b.kind == "conv":  # (B, C_out, H', W') -> (B, L, C_out), positions in unfold's order
+                b.delta = b.delta.flatten(2).transpose(1, 2)
             b.output = None
     if general:
         names = {id(p): name for name, p in actor.named_parameters()}

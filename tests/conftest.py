@@ -102,3 +102,21 @@ def wording(request):
     command_line = request.param == "command line"
     with use_wording(command_line):
         yield Wording(command_line)
+
+
+def assert_scores_match_dense(scores, S, adv):
+    """Every product of a ScoreBatch (S, ‖s_i‖², SSᵀ, Sᵀc, S v, the per-block Gram matrices)
+    against the dense float64 scores S of a per-sample loop."""
+    from natpg.scores import flatten
+
+    torch.testing.assert_close(scores.matrix(), S, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(scores.sq_norms(), (S * S).sum(1), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(scores.gram(), S @ S.T, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(flatten(scores.weighted_sum(adv)), S.T @ adv, rtol=1e-10, atol=1e-12)
+    v = torch.randn(S.shape[1], dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    pieces, o = [], 0
+    for p in scores.params:
+        pieces.append(v[o : o + p.numel()].view_as(p))
+        o += p.numel()
+    torch.testing.assert_close(scores.dot(pieces), S @ v, rtol=1e-10, atol=1e-12)
+    assert_layer_grams_match_dense(scores, S)

@@ -9,7 +9,7 @@ from natpg import methods
 from natpg.methods import PolicyBatch, PreconditionedRule
 from natpg.scores import compute_scores, flatten
 from tests.actor_kinds import KINDS, make_actor, make_batch
-from tests.conftest import assert_layer_grams_match_dense, dense_scores, tiny_actor, tiny_batch
+from tests.conftest import assert_scores_match_dense, dense_scores, tiny_actor, tiny_batch
 
 ALL_KINDS = sorted(KINDS)
 
@@ -19,20 +19,6 @@ def _flat(actor):
 
 
 
-def _check_against_dense(scores, S, adv):
-    torch.testing.assert_close(scores.matrix(), S, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(scores.sq_norms(), (S * S).sum(1), rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(scores.gram(), S @ S.T, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(flatten(scores.weighted_sum(adv)), S.T @ adv, rtol=1e-10, atol=1e-12)
-    v = torch.randn(S.shape[1], dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    pieces, o = [], 0
-    for p in scores.params:
-        pieces.append(v[o : o + p.numel()].view_as(p))
-        o += p.numel()
-    torch.testing.assert_close(scores.dot(pieces), S @ v, rtol=1e-10, atol=1e-12)
-    assert_layer_grams_match_dense(scores, S)
-
-
 @pytest.mark.parametrize("path", ["auto", "general"])
 @pytest.mark.parametrize("kind", ALL_KINDS)
 def test_scores_of_any_actor_match_a_per_sample_loop(kind, path):
@@ -40,7 +26,7 @@ def test_scores_of_any_actor_match_a_per_sample_loop(kind, path):
     obs, actions, adv = make_batch(kind, actor)
     S = dense_scores(actor, obs, actions)
     scores, _, logp = compute_scores(actor, obs, actions, path=path)
-    _check_against_dense(scores, S, adv)
+    assert_scores_match_dense(scores, S, adv)
     torch.testing.assert_close(logp, actor.distribution(obs).log_prob(actions))
 
 
@@ -52,7 +38,7 @@ def test_general_path_matches_the_factorised_one_on_natpg_actors(kind):
     general, _, _ = compute_scores(actor, obs, actions, path="general")
     assert {b.kind for b in fast.blocks} <= {"linear", "broadcast"}
     assert {b.kind for b in general.blocks} == {"general"}
-    _check_against_dense(general, fast.matrix(), adv)
+    assert_scores_match_dense(general, fast.matrix(), adv)
 
 
 def test_auto_path_mixes_the_two_per_parameter():
@@ -168,14 +154,19 @@ def test_smac_single_autograd_needs_only_distribution():
     torch.testing.assert_close(_flat(actor), _flat(reference), rtol=1e-10, atol=1e-12)
 
 
-def test_kfac_falls_back_to_a_diagonal_block_outside_linear_layers():
+def test_kfac_has_kronecker_factors_for_linear_and_conv_layers_and_a_diagonal_elsewhere():
     actor = make_actor("conv")
     obs, actions, adv = make_batch("conv", actor, n=16)
     rule = methods.make("kfac", actor)
     rule.update(PolicyBatch(obs, actions, adv))
-    assert set(rule.factors) == {"head", "conv.weight", "conv.bias"}
+    assert set(rule.factors) == {"head", "conv"}
     assert set(rule.factors["head"]) == {"A", "G"}
-    assert set(rule.factors["conv.weight"]) == {"D"} and rule.factors["conv.weight"]["D"].shape == (3 * 2 * 3 * 3,)
+    assert rule.factors["conv"]["A"].shape == (2 * 3 * 3 + 1,) * 2 and rule.factors["conv"]["G"].shape == (3, 3)
+    actor = make_actor("layernorm")
+    rule = methods.make("kfac", actor)
+    rule.update(PolicyBatch(*make_batch("layernorm", actor, n=16)))
+    assert set(rule.factors) == {"net.0", "net.1.weight", "net.1.bias", "net.3"}
+    assert set(rule.factors["net.1.weight"]) == {"D"} and rule.factors["net.1.weight"]["D"].shape == (6,)
 
 
 def test_isopo_treats_each_general_parameter_as_a_layer():

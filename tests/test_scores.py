@@ -40,3 +40,14 @@ def test_a_parameter_outside_the_fast_path_takes_the_general_one():
     assert len(extra) == 1 and extra[0].kind == "general" and not extra[0].delta.any()
     with pytest.raises(ValueError, match="path='auto'"):
         compute_scores(actor, obs, actions, path="factorised")
+
+
+def test_a_layer_with_a_frozen_weight_and_a_trainable_bias():
+    """The bias alone is not a factorised layer (its rank-1 formulas need the weight): it
+    takes the general path and its scores are right."""
+    actor = tiny_actor("categorical")
+    actor.net[0].weight.requires_grad_(False)
+    obs, actions, _ = tiny_batch(actor)
+    scores, _, _ = compute_scores(actor, obs, actions)
+    assert [b.kind for b in scores.blocks if b.params[0] is actor.net[0].bias] == ["general"]
+    torch.testing.assert_close(scores.matrix(), dense_scores(actor, obs, actions))

@@ -1,4 +1,5 @@
-"""K-FAC for the actor, ACKTR-style (Martens & Grosse 2015; Wu et al. 2017).
+"""K-FAC for the actor, ACKTR-style (Martens & Grosse 2015; Wu et al. 2017), with KFC's factors
+for convolutions (Grosse & Martens 2016).
 
 Per linear layer ``y = W a + b`` the Fisher block is approximated by a Kronecker product,
 
@@ -11,13 +12,31 @@ the Kronecker product (ACKTR's unfactored damping):
 
     (A ⊗ G + λI)⁻¹ ∇W  =  Q_G [ (Q_Gᵀ ∇W̄ Q_A) ⊘ (λ_G λ_Aᵀ + λ) ] Q_Aᵀ
 
-(∇W̄ = [∇W | ∇b]). Kronecker factors need a Linear layer on the factorised path of
-:mod:`natpg.scores` (called once, parameters not shared). Every other parameter tensor — the
-Gaussian log-std (natpg's BroadcastParameter or a plain ``nn.Parameter``), LayerNorm, Conv2d,
-Embedding, a Linear used twice or tied to another — falls back to a **diagonal Fisher
-block**: the running average of its squared per-sample scores under sampled actions (for a
-state-independent log-std the exact value is 2 per dimension), ``(diag + λ)⁻¹`` applied
-elementwise. The step is rescaled as in
+(∇W̄ = [∇W | ∇b]). A **Conv2d layer** (one group) is the same code with the weight read as a
+(C_out, C_in·kh·kw) matrix: its per-sample gradient is ∇W̄ = Σ_t δ_t ā_tᵀ over the |T| output
+positions t, with ā_t the unfolded input patch (``torch.nn.functional.unfold``: padding,
+stride and dilation as the layer has them) and δ_t the output gradient there. KFC assumes
+activations independent of derivatives, statistics the same at every position, and
+derivatives uncorrelated between positions; then E[vec ∇W̄ vec ∇W̄ᵀ] ≈ Σ_t E[ā_t ā_tᵀ] ⊗ E[δ_t δ_tᵀ]
+= |T| · Ā ⊗ Ḡ, Ā and Ḡ the averages over samples and positions. natpg's convention puts the
+factor |T| on the output side:
+
+    A = (1/(B|T|)) Σ_i Σ_t ā_it ā_itᵀ,        G = (1/B) Σ_i Σ_t δ_it δ_itᵀ        (= |T|·Ḡ).
+
+Why: the product A ⊗ G is KFC's, on the scale of the Fisher of the layer's summed gradient,
+so the damping λ and the KL clip mean what they mean for a Linear layer (without the |T| a
+conv layer's curvature would be |T| times too small and its step |T| times too long before
+the clip); with |T| = 1 (a 1×1 convolution on a 1×1 image) the factors are exactly the
+Linear layer's; and A keeps the scale of the inputs (its bias entry is 1, as for a Linear
+layer). Only the product enters the unfactored-damped solve above, so where |T| sits changes
+nothing else. Kronecker factors need the layer on the factorised path of :mod:`natpg.scores`
+(called once, parameters not shared; for Conv2d ``compute_scores(..., unfold_conv=True)``,
+which the rule's Fisher pass uses). Every other parameter tensor — the Gaussian log-std
+(natpg's BroadcastParameter or a plain ``nn.Parameter``), LayerNorm, a Conv2d with
+``groups > 1`` or a Conv2d subclass with its own forward, Embedding, a Linear used twice or
+tied to another — falls back to a **diagonal Fisher block**: the running average of its
+squared per-sample scores under sampled actions (for a state-independent log-std the exact
+value is 2 per dimension), ``(diag + λ)⁻¹`` applied elementwise. The step is rescaled as in
 ACKTR so that ``lr² ĝᵀg ≤ kl_clip`` (ĝ the preconditioned gradient; ``lr² ĝᵀg`` is twice the
 quadratic KL of a step ``lr·ĝ``), then taken by SGD with momentum (step ``lr·(1−momentum)``,
 ACKTR's convention).
@@ -75,12 +94,24 @@ def robust_eigh(matrix: Tensor, max_tries: int = 4) -> tuple[Tensor | None, Tens
     return None, None, max_tries + 1
 
 
+def _second_moment(x: Tensor, bias: bool = False, chunk: int = 65536) -> Tensor:
+    """Σ_r x̄_r x̄_rᵀ over the rows of ``x`` in float64 (x̄ = (x, 1) with ``bias``), converted
+    ``chunk`` rows at a time: a convolution's patches have B·|T| rows."""
+    total = None
+    for part in x.split(chunk):
+        part = part.to(torch.float64)
+        if bias:
+            part = torch.cat([part, torch.ones(part.shape[0], 1, dtype=part.dtype, device=part.device)], 1)
+        total = part.T @ part if total is None else total + part.T @ part
+    return total
+
+
 @register
 class KFAC(PreconditionedRule):
     """ACKTR-style K-FAC natural gradient with a KL-clipped step."""
 
     name = "kfac"
-    summary = "K-FAC (ACKTR): Kronecker-factored Fisher of sampled actions per linear layer (diagonal elsewhere), KL-clipped step"
+    summary = "K-FAC (ACKTR): Kronecker-factored Fisher of sampled actions per Linear and Conv2d layer (diagonal elsewhere), KL-clipped step"
 
     @dataclass(frozen=True, kw_only=True)
     class Hyperparameters(hparams.MinibatchHyperparameters):
@@ -99,7 +130,7 @@ class KFAC(PreconditionedRule):
         self.kl_clip = float(self.hp.kl_clip)
         self.damping = float(self.hp.damping)
         self.stats_decay = float(self.hp.stats_decay)
-        #: Running factor statistics: module name -> {"A", "G"} (linear) or {"D"} (diagonal).
+        #: Running factor statistics: module name -> {"A", "G"} (Linear, Conv2d) or {"D"} (diagonal).
         self.factors: dict[str, dict[str, Tensor]] = {}
         self.failures_total = 0
 
@@ -115,17 +146,20 @@ class KFAC(PreconditionedRule):
     @staticmethod
     def batch_statistics(scores: ScoreBatch) -> dict[str, dict[str, Tensor]]:
         """Factor statistics of one batch of scores (of sampled actions), keyed by block name:
-        ``{"A", "G"}`` for a linear layer, ``{"D"}`` (diagonal) for any other block."""
+        ``{"A", "G"}`` for a Linear or Conv2d layer, ``{"D"}`` (diagonal) for any other block.
+
+        Over B samples and the L positions of a layer (L = 1 for a Linear layer):
+        ``A = Σ_i Σ_t ā_it ā_itᵀ / (B·L)`` and ``G = Σ_i Σ_t δ_it δ_itᵀ / B`` (module docstring)."""
         n = scores.num_samples
         out: dict[str, dict[str, Tensor]] = {}
         for block in scores.blocks:
-            delta = block.delta.reshape(n, -1).to(torch.float64)
-            if block.linear:
-                a = block.a.to(torch.float64)
-                if len(block.params) == 2:
-                    a = torch.cat([a, torch.ones(n, 1, dtype=a.dtype)], 1)
-                out[block.name] = {"A": a.T @ a / n, "G": delta.T @ delta / n}
+            if block.layer:
+                a, delta = block.spatial()
+                rows = a.shape[0] * a.shape[1]
+                out[block.name] = {"A": _second_moment(a.reshape(rows, -1), bias=len(block.params) == 2) / rows,
+                                   "G": _second_moment(delta.reshape(rows, -1)) / n}
             else:
+                delta = block.delta.reshape(n, -1).to(torch.float64)
                 out[block.name] = {"D": (delta * delta).mean(0)}
         return out
 
@@ -147,7 +181,7 @@ class KFAC(PreconditionedRule):
         return failures
 
     # -- preconditioning ----------------------------------------------------------------------
-    def _precondition_linear(self, name: str, g: Tensor) -> tuple[Tensor | None, int]:
+    def _precondition_layer(self, name: str, g: Tensor) -> tuple[Tensor | None, int]:
         """(A ⊗ G + λI)⁻¹ applied to the (out, in[+1]) gradient matrix ``g``; None on failure."""
         stats = self.factors.get(name, {})
         if "A" not in stats or "G" not in stats:
@@ -169,8 +203,10 @@ class KFAC(PreconditionedRule):
         obs = scores.obs
         with torch.no_grad():
             sampled = self.actor.distribution(obs).sample()
-        fisher_scores, _, _ = compute_scores(self.actor, obs, sampled)
+        # Conv2d layers unfolded: their Kronecker factors need patches and output gradients.
+        fisher_scores, _, _ = compute_scores(self.actor, obs, sampled, unfold_conv=True)
         failures = self._accumulate(self.batch_statistics(fisher_scores))
+        blocks = [(block.name, block.layer, block.params) for block in fisher_scores.blocks]
         del fisher_scores
         jitter = 0
 
@@ -180,25 +216,25 @@ class KFAC(PreconditionedRule):
             offsets[id(p)] = (start, p.numel())
             start += p.numel()
         natural = grad.clone()
-        for block in scores.blocks:
-            name = block.name
-            if block.linear:
-                w = block.params[0]
+        for name, layer, params in blocks:
+            if layer:  # weight (out, in) or (out, C_in, kh, kw) as an (out, in) matrix, bias as a last column
+                w = params[0]
                 ws, wn = offsets[id(w)]
-                gm = grad[ws : ws + wn].view_as(w)
-                if len(block.params) == 2:
-                    bs, bn = offsets[id(block.params[1])]
+                gm = grad[ws : ws + wn].view(w.shape[0], -1)
+                columns = gm.shape[1]
+                if len(params) == 2:
+                    bs, bn = offsets[id(params[1])]
                     gm = torch.cat([gm, grad[bs : bs + bn][:, None]], 1)
-                pre, tries = self._precondition_linear(name, gm)
+                pre, tries = self._precondition_layer(name, gm)
                 jitter += tries
                 if pre is None:
                     failures += 1  # plain-gradient fallback for this layer (natural keeps grad)
                     continue
-                natural[ws : ws + wn] = pre[:, : w.shape[1]].reshape(-1)
-                if len(block.params) == 2:
+                natural[ws : ws + wn] = pre[:, :columns].reshape(-1)
+                if len(params) == 2:
                     natural[bs : bs + bn] = pre[:, -1]
             else:
-                p = block.params[0]
+                p = params[0]
                 s, n = offsets[id(p)]
                 diag = self.factors.get(name, {}).get("D")
                 if diag is None or not bool(torch.isfinite(diag).all()):
