@@ -19,7 +19,7 @@ from natpg import methods
 from natpg._messages import did_you_mean, flag, use_wording
 from natpg.config import TrainConfig, flag_name, parse_hidden, resolve_config
 from natpg.methods.hyperparameters import DERIVED_HELP, REQUIRED, SHARED_HELP, hyperparameter_class
-from natpg.presets import preset_values
+from natpg.presets import NATPG_RECIPE, preset_values
 
 __all__ = ["main", "build_parser"]
 
@@ -122,6 +122,12 @@ def _method_hints() -> dict[str, tuple[Any, str]]:
         # the meaning most rules give it; one a rule declared beats one derived from a signature
         meaning = SHARED_HELP.get(name) or max(helps[name], key=lambda h: (not h.startswith(DERIVED_HELP), helps[name].count(h)))
         per_method = "; ".join(f"{value} ({', '.join(ms)})" for value, ms in defaults[name].items())
+        recipe: dict[str, list[str]] = {}
+        for method, values in NATPG_RECIPE["methods"].items():
+            if name in values:
+                recipe.setdefault(str(values[name]), []).append(method)
+        if recipe:
+            per_method += "; the default recipe sets " + "; ".join(f"{v} ({', '.join(ms)})" for v, ms in recipe.items())
         text = f"{meaning} (default: {per_method})"
         if len(set(helps[name])) > 1:
             text += "; each rule's meaning: `natpg methods NAME`"
@@ -140,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name in _SKIP:
             continue
         default = f.default if f.default is not MISSING else None
-        _add_flag(run, f.name, hints[f.name], f"{f.metadata.get('help', '')} (default: {default})")
+        shown = f"{default}"
+        if f.name in NATPG_RECIPE["shared"] and NATPG_RECIPE["shared"][f.name] != default:
+            shown = f"{NATPG_RECIPE['shared'][f.name]} in the default recipe, {default} with --preset none"
+        _add_flag(run, f.name, hints[f.name], f"{f.metadata.get('help', '')} (default: {shown})")
     rule = train.add_argument_group("update rule hyperparameters (see `natpg methods`)")
     trainer_names = {f.name for f in fields(TrainConfig)}
     for name, (hint, help_text) in sorted(_method_hints().items()):
