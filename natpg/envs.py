@@ -108,6 +108,26 @@ def _import_module_of(env_id: str, setting: str) -> str:
     return name
 
 
+#: The ids of MinAtar's games (``MinAtar/Breakout-v1``, ...), from the optional ``minatar``
+#: package. Its Gymnasium plugin entry point is not loaded by gymnasium >= 1.0, so natpg
+#: registers them itself the first time such an id is asked for.
+MINATAR_PREFIX = "MinAtar/"
+
+
+def _register_minatar(shown: str) -> None:
+    """Register MinAtar's ids with gymnasium, or say how to install it."""
+    try:
+        from minatar.gym import register_envs
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("minatar", "minatar.gym"):
+            raise
+        raise ValueError(
+            f"{shown}: MinAtar's environments need the minatar package (>= 1.0.15), which is not installed: "
+            "pip install 'natpg[minatar]'"
+        ) from None
+    register_envs()
+
+
 def check_env_id(env_id: str, setting: str = "env_id") -> str:
     """Return the registered id for ``env_id`` (importing ``module:`` prefixes), or raise a
     ValueError that suggests close names, naming the ``setting`` that gave the id (``envs``
@@ -120,6 +140,8 @@ def check_env_id(env_id: str, setting: str = "env_id") -> str:
             "it cannot be made from its id: pass it again (env=... of natpg.train or natpg.evaluate)"
         )
     name = _import_module_of(env_id, setting)
+    if name.startswith(MINATAR_PREFIX) and not any(key.startswith(MINATAR_PREFIX) for key in gym.registry):
+        _register_minatar(setting_value(setting, env_id, quote=True))
     if name not in gym.registry:
         hint = did_you_mean(name, gym.registry)
         raise ValueError(f"{setting_value(setting, env_id, quote=True)}: not a registered Gymnasium environment{hint}")

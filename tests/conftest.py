@@ -1,5 +1,8 @@
 import re
+import sys
+import types
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -120,3 +123,47 @@ def assert_scores_match_dense(scores, S, adv):
         o += p.numel()
     torch.testing.assert_close(scores.dot(pieces), S @ v, rtol=1e-10, atol=1e-12)
     assert_layer_grams_match_dense(scores, S)
+
+
+class MinAtarStandIn(gym.Env):
+    """MinAtar's Breakout as natpg sees it, without the ``minatar`` package: 10×10×4 bool
+    frames, 3 actions; one lit cell walks, reward 1 when action 1 is taken in column 0."""
+
+    observation_space = spaces.Box(0, 1, (10, 10, 4), np.bool_)
+    action_space = spaces.Discrete(3)
+
+    def _obs(self):
+        frame = np.zeros((10, 10, 4), np.bool_)
+        frame[self.t % 10, self.col, self.t % 4] = True
+        return frame
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.col = 0, int(self.np_random.integers(10))
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = float(action == 1 and self.col == 0)
+        self.t, self.col = self.t + 1, (self.col + int(action) - 1) % 10
+        return self._obs(), reward, False, self.t >= 50, {}
+
+
+@pytest.fixture
+def minatar_stand_in(monkeypatch):
+    """``minatar.gym`` replaced by a module whose ``register_envs`` registers MinAtarStandIn as
+    ``MinAtar/Breakout-v1`` (any MinAtar ids already registered are hidden meanwhile); yields the
+    list of its calls."""
+    for key in [k for k in gym.registry if k.startswith("MinAtar/")]:
+        monkeypatch.delitem(gym.registry, key)
+    calls = []
+
+    def register_envs():
+        calls.append(1)
+        gym.register("MinAtar/Breakout-v1", entry_point=MinAtarStandIn)
+
+    package, module = types.ModuleType("minatar"), types.ModuleType("minatar.gym")
+    module.register_envs, package.gym = register_envs, module
+    monkeypatch.setitem(sys.modules, "minatar", package)
+    monkeypatch.setitem(sys.modules, "minatar.gym", module)
+    yield calls
+    gym.registry.pop("MinAtar/Breakout-v1", None)

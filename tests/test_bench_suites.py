@@ -1,5 +1,5 @@
 """The suites that replaced the sweep scripts benchmarks/fig1_ablation.py, smac_adaptive_damping.py,
-baselines.py and isopo_rat.py: each resolves and builds, runs what the committed results under
+baselines.py, isopo_rat.py and kfac_conv.py: each resolves and builds, runs what the committed results under
 benchmarks/results/ were made with, and runs end to end through ``natpg bench`` and ``natpg report``."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from natpg.train_state import TrainState
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 FOLDED = ("fig1", "adaptive-damping", "baselines-cartpole", "baselines-halfcheetah", "isopo-rat-cartpole",
-          "isopo-rat-halfcheetah")
+          "isopo-rat-halfcheetah", "kfac-conv")
 
 
 def _planned(name: str, tmp_path: Path) -> list[sweep.RunSpec]:
@@ -35,7 +35,9 @@ def _config(run: sweep.RunSpec) -> dict:
 
 
 @pytest.mark.parametrize("name", FOLDED)
-def test_folded_suite_resolves_and_every_rule_builds_with_its_settings(name, tmp_path):
+def test_folded_suite_resolves_and_every_rule_builds_with_its_settings(name, tmp_path, request):
+    if name == "kfac-conv":
+        request.getfixturevalue("minatar_stand_in")  # MinAtar/Breakout-v1 without the minatar package
     suite = suites.get_suite(name)
     sweep.check_plan(list(suite.envs), suite.resolved_methods(), list(range(suite.seeds)), None, suite.preset, {}, suite)
     runs = _planned(name, tmp_path)
@@ -148,6 +150,34 @@ def test_the_isopo_rat_suites_run_the_committed_runs(task, tmp_path):
     _same_runs(committed, _planned(f"isopo-rat-{task}", tmp_path), view=_as_printed)
 
 
+def test_the_kfac_conv_suite_runs_the_committed_runs(tmp_path, minatar_stand_in):
+    with open(RESULTS / "kfac_conv" / "runs.csv", newline="") as f:
+        committed = [(row["env"], int(row["seed"]), {"method": "kfac", "steps": int(row["steps"]),
+                                                     "method_kwargs": {"conv_factors": row["variant"]}})
+                     for row in csv.DictReader(f)]
+    assert len(committed) == 4
+    _same_runs(committed, _planned("kfac-conv", tmp_path))
+
+
+def test_the_kfac_conv_suite_runs_end_to_end_through_bench_and_report(tmp_path, monkeypatch, capsys, minatar_stand_in):
+    """``natpg bench --suite kfac-conv`` for two updates a run, then ``natpg report``."""
+    from natpg.cli import main
+
+    monkeypatch.setenv("NATPG_BENCH_INPROCESS", "1")
+    out = tmp_path / "sweep"
+    argv = ["bench", "--suite", "kfac-conv", "--seeds", "1", "--steps", "2048", "--workers", "1", "--out", str(out),
+            "--no-progress"]
+    assert main(argv) == 0, capsys.readouterr().err
+    runs = out / "MinAtar_Breakout-v1"
+    assert sorted(p.name for p in runs.iterdir()) == ["kfac", "kfac@conv_factors=diagonal"]
+    for label, factors in (("kfac", "kronecker"), ("kfac@conv_factors=diagonal", "diagonal")):
+        config = json.loads((runs / label / "seed0" / "config.json").read_text())
+        assert config["method_kwargs"]["conv_factors"] == factors and config["preset"] == "natpg"
+    assert main(["report", str(out), "--no-plots"]) == 0
+    returns = (out / "report" / "returns.md").read_text()
+    assert "`kfac`" in returns and "`kfac@conv_factors=diagonal`" in returns
+
+
 def test_a_folded_suite_runs_end_to_end_through_bench_and_report(tmp_path, monkeypatch, capsys):
     """``natpg bench --suite adaptive-damping`` on CartPole for two updates, then ``natpg report``."""
     from natpg.cli import main
@@ -176,5 +206,5 @@ def test_every_suite_the_docs_cite_exists():
     root = Path(__file__).resolve().parents[1]
     text = "".join(p.read_text() for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))])
     cited = set(re.findall(r"natpg bench --suite ([\w-]+)", text))
-    assert {"fig1", "adaptive-damping", "baselines-cartpole", "isopo-rat-halfcheetah"} <= cited
+    assert {"fig1", "adaptive-damping", "baselines-cartpole", "isopo-rat-halfcheetah", "kfac-conv"} <= cited
     assert cited <= set(suites.SUITES), cited - set(suites.SUITES)

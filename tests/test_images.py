@@ -4,6 +4,8 @@ on a tiny grid env, then ``natpg.load(run).predict`` on image observations."""
 
 from __future__ import annotations
 
+import sys
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -102,3 +104,42 @@ def test_cli_trains_an_image_env(tmp_path, capsys):
                    "--out", str(tmp_path / "run"), "--no-progress"])
     assert status == 0, capsys.readouterr().err
     assert natpg.load(tmp_path / "run").predict(TinyGrid().reset(seed=0)[0]).shape == ()
+
+
+def test_a_minatar_id_without_minatar_names_the_extra_to_install(monkeypatch, capsys):
+    from natpg.bench import sweep
+    from natpg.cli import main
+    from natpg.envs import check_env_id
+
+    for key in [k for k in gym.registry if k.startswith("MinAtar/")]:
+        monkeypatch.delitem(gym.registry, key)
+    monkeypatch.setitem(sys.modules, "minatar", None)  # import minatar fails, installed or not
+    with pytest.raises(ValueError, match=r"^env_id='MinAtar/Breakout-v1': .*minatar.*not installed: pip install 'natpg\[minatar\]'$"):
+        check_env_id("MinAtar/Breakout-v1")
+    with pytest.raises(ValueError, match=r"^envs='MinAtar/Breakout-v1': .*pip install 'natpg\[minatar\]'"):
+        sweep.check_plan(["MinAtar/Breakout-v1"], ["kfac"], [0], 2048, None, {})
+    assert main(["train", "--env", "MinAtar/Breakout-v1", "--method", "kfac", "--no-progress"]) == 2
+    assert "pip install 'natpg[minatar]'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="not a registered Gymnasium environment"):  # other ids: as before
+        check_env_id("Breakout-v1")
+
+
+def test_minatar_ids_are_registered_from_the_package_once(minatar_stand_in):
+    from natpg.envs import check_env_id, make_env
+
+    assert check_env_id("MinAtar/Breakout-v1") == "MinAtar/Breakout-v1"
+    env = make_env("MinAtar/Breakout-v1")
+    assert env.observation_space.shape == (10, 10, 4) and env.observation_space.dtype == np.bool_
+    env.close()
+    with pytest.raises(ValueError, match="did you mean MinAtar/Breakout-v1"):
+        check_env_id("MinAtar/Breakout-v2")
+    assert len(minatar_stand_in) == 1
+
+
+def test_minatar_breakout_when_minatar_is_installed():
+    pytest.importorskip("minatar.gym")
+    from natpg.envs import make_env
+
+    env = make_env("MinAtar/Breakout-v1")
+    assert env.observation_space.shape == (10, 10, 4) and env.observation_space.dtype == np.bool_
+    env.close()

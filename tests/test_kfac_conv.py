@@ -1,7 +1,7 @@
 """Conv2d layers on the unfold path (issue 15): per-sample scores against a per-sample loop,
 K-FAC's Kronecker factors (KFC) against a per-sample, per-position loop, its step against a
-dense solve of the Kronecker system, and a 1×1 convolution on a 1×1 image as a Linear layer.
-All in float64."""
+dense solve of the Kronecker system, ``conv_factors="diagonal"`` as the diagonal fallback, and
+a 1×1 convolution on a 1×1 image as a Linear layer. All in float64."""
 
 import math
 
@@ -182,6 +182,54 @@ def test_conv_factors_match_a_per_sample_per_position_loop(name):
     for layer, stats in expected.items():
         for key, value in stats.items():
             torch.testing.assert_close(rule.factors[layer][key], value, rtol=1e-10, atol=1e-12)
+
+
+def test_diagonal_conv_factors_give_the_conv_layers_the_diagonal_block(monkeypatch):
+    """``conv_factors="diagonal"``: the conv layers' Fisher blocks are the running mean of their
+    squared per-sample scores of sampled actions (the head keeps its Kronecker factors), and
+    the step is the one the rule takes with its Fisher pass forced onto the general path, as
+    benchmarks/kfac_conv.py did (the diagonal fallback)."""
+    import natpg.methods.kfac as kfac_module
+
+    actor, twin, forced = _actor("plain"), _actor("plain"), _actor("plain")
+    batch = PolicyBatch(*_batch(actor, n=7))
+    rule, info, step = _kfac_step(actor, batch, seed=4, conv_factors="diagonal", kl_clip=1e-4)
+    assert info["kfac_clip_scale"] < 1.0 and info["kfac_failures"] == 0.0
+    assert set(rule.factors) == {"conv.weight", "conv.bias", "conv2.weight", "conv2.bias", "head"}
+    assert set(rule.factors["head"]) == {"A", "G"}
+    torch.manual_seed(4)
+    with torch.no_grad():
+        sampled = twin.distribution(batch.obs).sample()
+    S, o = dense_scores(twin, batch.obs, sampled), 0
+    for name, p in twin.named_parameters():
+        if name.startswith("conv"):
+            torch.testing.assert_close(rule.factors[name]["D"], (S[:, o : o + p.numel()] ** 2).mean(0), rtol=1e-10, atol=1e-14)
+        o += p.numel()
+
+    general = kfac_module.compute_scores
+
+    def fallback(*args, **kwargs):
+        return general(*args, **{**kwargs, "unfold_conv": False})
+
+    monkeypatch.setattr(kfac_module, "compute_scores", fallback)
+    old, _, old_step = _kfac_step(forced, batch, seed=4, kl_clip=1e-4)
+    assert old.hp.conv_factors == "kronecker"
+    torch.testing.assert_close(step, old_step, rtol=0, atol=0)
+    for name, stats in old.factors.items():
+        for key, value in stats.items():
+            torch.testing.assert_close(rule.factors[name][key], value, rtol=0, atol=0)
+
+
+def test_conv_factors_is_a_checked_hyperparameter_and_a_cli_flag():
+    from natpg.cli import build_parser
+    from natpg.config import resolve_config
+
+    assert methods.make("kfac", _actor("plain")).hp.conv_factors == "kronecker"
+    with pytest.raises(ValueError, match=r"conv_factors must be one of kronecker, diagonal, got 'full'"):
+        methods.make("kfac", _actor("plain"), conv_factors="full")
+    args = vars(build_parser().parse_args(["train", "--method", "kfac", "--conv-factors", "diagonal"]))
+    config = resolve_config("CartPole-v1", "kfac", None, conv_factors=args["conv_factors"])
+    assert config.method_kwargs["conv_factors"] == "diagonal"
 
 
 @pytest.mark.parametrize("kl_clip", [1e3, 1e-5])  # unclipped, clipped

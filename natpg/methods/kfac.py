@@ -31,8 +31,9 @@ Linear layer's; and A keeps the scale of the inputs (its bias entry is 1, as for
 layer). Only the product enters the unfactored-damped solve above, so where |T| sits changes
 nothing else. Kronecker factors need the layer on the factorised path of :mod:`natpg.scores`
 (called once, parameters not shared; for Conv2d ``compute_scores(..., unfold_conv=True)``,
-which the rule's Fisher pass uses). Every other parameter tensor — the Gaussian log-std
-(natpg's BroadcastParameter or a plain ``nn.Parameter``), LayerNorm, a Conv2d with
+which the rule's Fisher pass uses unless ``conv_factors="diagonal"``: then Conv2d layers
+stay on the general path and get the diagonal block below). Every other parameter tensor —
+the Gaussian log-std (natpg's BroadcastParameter or a plain ``nn.Parameter``), LayerNorm, a Conv2d with
 ``groups > 1`` or a Conv2d subclass with its own forward, Embedding, a Linear used twice or
 tied to another — falls back to a **diagonal Fisher block**: the running average of its
 squared per-sample scores under sampled actions (for a state-independent log-std the exact
@@ -62,7 +63,10 @@ from natpg.methods.base import PreconditionedRule
 from natpg.methods.registry import register
 from natpg.scores import ScoreBatch, compute_scores
 
-__all__ = ["KFAC", "robust_eigh"]
+__all__ = ["KFAC", "robust_eigh", "CONV_FACTORS"]
+
+#: The Fisher blocks a Conv2d layer may get (the ``conv_factors`` hyperparameter).
+CONV_FACTORS = ("kronecker", "diagonal")
 
 
 def _eigh(matrix: Tensor) -> tuple[Tensor, Tensor]:
@@ -123,6 +127,11 @@ class KFAC(PreconditionedRule):
         momentum: float = hparams.hyperparameter(0.9, help="SGD momentum of the step, in [0, 1)", range=hparams.unit_interval())
         stats_decay: float = hparams.hyperparameter(
             0.95, help="decay of the running averages of the Kronecker factors, in [0, 1)", range=hparams.unit_interval()
+        )
+        conv_factors: str = hparams.hyperparameter(
+            "kronecker", help="the Fisher block of a Conv2d layer (one group): kronecker (KFC's factors A ⊗ G over the "
+            "unfolded patches) or diagonal (squared per-sample scores, as for any other parameter tensor)",
+            range=hparams.Range("str", choices=CONV_FACTORS),
         )
 
     def __init__(self, actor, hp=None, /, **overrides):
@@ -203,8 +212,10 @@ class KFAC(PreconditionedRule):
         obs = scores.obs
         with torch.no_grad():
             sampled = self.actor.distribution(obs).sample()
-        # Conv2d layers unfolded: their Kronecker factors need patches and output gradients.
-        fisher_scores, _, _ = compute_scores(self.actor, obs, sampled, unfold_conv=True)
+        # Conv2d layers unfolded for Kronecker factors (patches and output gradients); else on
+        # the general path, where they get the diagonal block.
+        unfold = self.hp.conv_factors == "kronecker"
+        fisher_scores, _, _ = compute_scores(self.actor, obs, sampled, unfold_conv=unfold)
         failures = self._accumulate(self.batch_statistics(fisher_scores))
         blocks = [(block.name, block.layer, block.params) for block in fisher_scores.blocks]
         del fisher_scores
