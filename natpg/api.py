@@ -11,14 +11,16 @@ import torch
 from gymnasium import spaces
 
 from natpg._messages import setting_name
+from natpg.acting import rollout_policy
 from natpg.config import Range, TrainConfig, resolve_config
 from natpg.deploy import env_spaces, load, read_spaces
-from natpg.envs import VectorEnv, env_factory, python_env_label
-from natpg.policies import Agent, rollout_policy
+from natpg.envs import env_factory, python_env_label
+from natpg.policies import Agent
 from natpg.runlog import read_checkpoint
 from natpg.train_state import Components
 from natpg.trainer import TrainResult
 from natpg.trainer import train as _train
+from natpg.vector_env import VectorEnv
 
 __all__ = ["train", "evaluate", "load_run", "load"]
 

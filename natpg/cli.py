@@ -286,7 +286,7 @@ def _method_page(name: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from natpg.envs import EnvironmentFault
+    from natpg.vector_env import EnvironmentFault
     from natpg.trainer import TrainingStopped
 
     parser = build_parser()

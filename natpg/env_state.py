@@ -1,6 +1,6 @@
 """Capturing and restoring the state of environments, for an exact resume.
 
-A checkpoint holds :func:`capture` of the :class:`~natpg.envs.VectorEnv`: the observations
+A checkpoint holds :func:`capture` of the :class:`~natpg.vector_env.VectorEnv`: the observations
 to act on next, the running episode statistics and, per env copy, what it takes to continue
 it exactly (:func:`capture_env_state`). :func:`restore` puts that back; a copy whose state
 could not be captured (or restored) starts a fresh episode instead, seeded so that reruns
@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 
 if TYPE_CHECKING:
-    from natpg.envs import VectorEnv
+    from natpg.vector_env import VectorEnv
 
 __all__ = ["capture", "restore", "capture_env_state", "restore_env_state"]
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from natpg.envs import VectorEnv
-from natpg.policies import NumpyPolicy, TorchPolicy
+from natpg.acting import NumpyPolicy, TorchPolicy
+from natpg.vector_env import VectorEnv
 
 __all__ = ["Rollout", "RewardScaler", "collect", "gae"]
 

@@ -27,9 +27,9 @@ from natpg import methods
 from natpg._messages import setting_value
 from natpg.config import RESUMABLE_FIELDS, TrainConfig, flag_name
 from natpg.critic_fit import make_critic_optimizer
-from natpg.envs import VectorEnv
 from natpg.policies import Agent
 from natpg.rollout import RewardScaler
+from natpg.vector_env import VectorEnv
 
 __all__ = ["TrainState", "Components", "CHECKPOINT_FORMAT", "COUNTERS"]
 

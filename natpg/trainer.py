@@ -31,12 +31,13 @@ from tqdm.auto import tqdm
 
 from natpg import methods
 from natpg._messages import phrase, setting_value
+from natpg.acting import rollout_policy
 from natpg.config import TrainConfig, flag_name, validate
 from natpg.critic_fit import fit_critic
 from natpg.deploy import env_spaces, spaces_record
 from natpg.errors import NumericalError
 from natpg.methods.base import PolicyBatch
-from natpg.policies import Agent, rollout_policy
+from natpg.policies import Agent
 from natpg.rollout import Rollout, collect, gae
 from natpg.runlog import RunLog
 from natpg.train_state import Components, TrainState, clone_state

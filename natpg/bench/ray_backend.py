@@ -13,7 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from natpg.bench.sweep import RunOutcome, RunSpec, _crashed, execute_run
+from natpg.bench.execute import RunOutcome, crashed, execute_run
+from natpg.bench.plan import RunSpec
 
 __all__ = ["ray_backend"]
 
@@ -53,7 +54,7 @@ def ray_backend(pending: list[RunSpec], workers: int, address: str | None,
                 try:
                     outcome = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - a worker crash is a failed run, not a failed sweep
-                    outcome = _crashed(spec, exc)
+                    outcome = crashed(spec, exc)
                 on_done(outcome, spec)
     finally:
         if started_here:

@@ -42,7 +42,7 @@ import numpy as np
 from natpg.runlog import atomic_write_json, metric_row, package_versions
 
 if TYPE_CHECKING:
-    from natpg.bench.sweep import RunSpec
+    from natpg.bench.plan import RunSpec
 
 __all__ = ["SB3_ALGORITHMS", "ZOO_ALGORITHMS", "EpisodeLog", "make_vec_env", "sb3_missing", "sb3_hyperparameters", "train_sb3"]
 

@@ -33,7 +33,8 @@ from natpg.errors import InvalidDistributionError
 from natpg.policies import Actor, check_actor
 from natpg.methods import trust_region
 from natpg.methods.hyperparameters import Hyperparameters, MinibatchHyperparameters, hyperparameter_class
-from natpg.scores import ScoreBatch, compute_scores, damped_natural_gradient, detached, flatten, trainable_parameters
+from natpg.fisher import damped_natural_gradient, detached
+from natpg.scores import ScoreBatch, compute_scores, flatten, trainable_parameters
 
 __all__ = ["PolicyBatch", "UpdateRule", "PreconditionedRule", "cosine", "check_policy_inputs", "check_actions_fit"]
 

@@ -2,7 +2,7 @@
 and backtracking line search).
 
 Both solve ``(F + δI) x = g`` with :func:`natpg.linalg.conjugate_gradient`, never forming F:
-each CG iteration costs one Fisher-vector product (:func:`natpg.scores.fisher_vector_product`,
+each CG iteration costs one Fisher-vector product (:func:`natpg.fisher.fisher_vector_product`,
 the Gauss–Newton form through the distribution parameters, exact for categorical and Gaussian
 policies: the true Fisher, not the empirical one).
 
@@ -26,7 +26,8 @@ from natpg.methods import hyperparameters as hparams
 from natpg.methods.base import PolicyBatch, PreconditionedRule, UpdateRule
 from natpg.methods.registry import register
 from natpg.methods.trust_region import kl_radius_scale, line_search, rejected
-from natpg.scores import ScoreBatch, detached, fisher_vector_product, flatten
+from natpg.fisher import detached, fisher_vector_product
+from natpg.scores import ScoreBatch, flatten
 
 __all__ = ["ACCG", "TRPO"]
 

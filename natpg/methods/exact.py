@@ -22,7 +22,8 @@ from natpg.linalg import solve_shifted_gram
 from natpg.methods import hyperparameters as hparams
 from natpg.methods.base import PreconditionedRule
 from natpg.methods.registry import register
-from natpg.scores import ScoreBatch, damped_natural_gradient, flatten, unflatten
+from natpg.fisher import damped_natural_gradient
+from natpg.scores import ScoreBatch, flatten, unflatten
 
 
 @register

@@ -48,7 +48,8 @@ from natpg.linalg import kaczmarz_block_coefficients
 from natpg.methods import hyperparameters as hparams
 from natpg.methods.base import PolicyBatch, UpdateRule
 from natpg.methods.registry import register
-from natpg.scores import compute_scores, detached, flatten, unflatten
+from natpg.fisher import detached
+from natpg.scores import compute_scores, flatten, unflatten
 
 __all__ = ["RAT", "adapt_lr"]
 

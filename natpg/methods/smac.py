@@ -34,7 +34,8 @@ from natpg.methods import hyperparameters as hparams
 from natpg.methods.base import PolicyBatch, PreconditionedRule
 from natpg.methods.registry import register
 from natpg.policies import Actor
-from natpg.scores import ScoreBatch, compute_scores, detached, flatten
+from natpg.fisher import detached
+from natpg.scores import ScoreBatch, compute_scores, flatten
 
 __all__ = ["AdaptiveDampingHyperparameters", "DampingControl", "SMAC", "SMACVec"]
 

@@ -2,7 +2,7 @@
 
 Given any rule's direction ``d`` (the step the rule itself would take), the step is scaled to
 the radius of the quadratic KL model, ``β = sqrt(2 δ / dᵀ F d)``, with ``F`` the exact policy
-Fisher (:func:`natpg.scores.fisher_vector_product`: one extra Fisher-vector product per
+Fisher (:func:`natpg.fisher.fisher_vector_product`: one extra Fisher-vector product per
 update), and then shortened by a backtracking line search, ``β ← 0.8 β``, until the realised
 mean ``KL(π_old ‖ π_new)`` on the batch is at most ``δ`` and the surrogate ``mean(ratio · A)``
 strictly improves — the acceptance test of TRPO (Schulman et al. 2015). If no trial passes,
@@ -21,7 +21,8 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, kl_divergence
 
-from natpg.scores import detached, fisher_vector_product, flatten, unflatten
+from natpg.fisher import detached, fisher_vector_product
+from natpg.scores import flatten, unflatten
 
 __all__ = ["BACKTRACK_ITERS", "BACKTRACK_RATIO", "kl_radius_scale", "line_search", "rejected", "set_flat"]
 
