@@ -7,7 +7,7 @@ Not a test: it measures. In one run, for every (env, num_envs N):
   With ``--sync-vector`` also gymnasium's ``SyncVectorEnv`` (N > 1); with ``--envpool``
   EnvPool's own implementation of the task.
 * ``natpg <method>``: ``natpg.train(env, method, total_steps, num_envs=N)`` with every other
-  setting at its default (T=1000, critic_steps=10, diagnostics on, 1 torch thread), timed from
+  setting at its default (the default recipe: T=1024, 20 critic steps, diagnostics on, 1 torch thread), timed from
   its first rollout to its return: steps/s INCLUDE every update. The one-off set-up (config
   checks, gymnasium.make, networks) is excluded, as the raw loop's env construction is, and
   reported apart. A run stopped by the non-finite guard is timed over the steps it ran.
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Warm-up outside the timings: one-off imports (torch's optimizers pull in torch._dynamo,
     # ~0.7 s) would otherwise be charged to whichever measurement comes first.
-    natpg_train("CartPole-v1", 1, 1000, methods[0] if methods else "smac")
+    natpg_train("CartPole-v1", 1, 2048, methods[0] if methods else "smac")
 
     started = datetime.now(timezone.utc)
     load_start = os.getloadavg()
