@@ -14,6 +14,7 @@ import pytest
 from natpg.bench import suites
 from natpg.bench.report import load_runs, page, paper, plots
 from natpg.bench.report.runs import Curve
+from natpg.bench.report.write import build_report
 from natpg.bench.report.stats import MIN_SEEDS, RULE, Sample, reproduction, steps_text, versus, welch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,3 +218,18 @@ def test_an_unknown_placeholder_stops_the_page(tmp_path):
     template.write_text(template.read_text().replace(" {{s.return.CartPole-v1.ac-cg}}", ""))
     path, text, _ = page.render_page(template, plots=False)
     assert path.read_text() == text and text.endswith("10.0\n") and (tmp_path / "sweep" / "report" / "table1.md").exists()
+
+
+def test_page_facts_name_the_best_rows_their_wall_times_and_the_published_numbers(tmp_path):
+    for seed, (ours, theirs) in enumerate(((3000.0, 2000.0), (3400.0, 2600.0))):
+        _run(tmp_path / "s", "Hopper-v5", "trpo", seed, ours, 1_000_000)
+        _run(tmp_path / "s", "Hopper-v5", "sb3-trpo-zoo", seed, theirs, 1_000_000)
+        _run(tmp_path / "s", "Hopper-v5", "smac", seed, ours - 1000.0, 1_000_000)
+    for seed, wall in enumerate((100.0, 140.0)):
+        path = tmp_path / "s" / "Hopper-v5" / "trpo" / f"seed{seed}" / "summary.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "wall_time": wall}))
+    facts = page.facts("m", build_report([tmp_path / "s"]))
+    assert facts["m.best.Hopper-v5"] == "3200 ± 283 `trpo` (2 seeds)"
+    assert facts["m.best_sb3.Hopper-v5"] == "2300 ± 424 `sb3-trpo-zoo` (2 seeds)"
+    assert facts["m.wall_time.Hopper-v5.trpo"] == "120"
+    assert facts["m.anchor.Hopper-v5.sb3contrib.trpo"] == "3372 ± 215"  # natpg/bench/mujoco_1m_anchors.csv

@@ -17,7 +17,7 @@ from importlib import resources
 from natpg.bench.report.runs import FinalReturns, env_order, is_sb3
 from natpg.bench.report.tables import cell, fmt, md_table
 
-__all__ = ["Anchor", "Ours", "load_anchors", "anchors_table", "anchors_section"]
+__all__ = ["Anchor", "Ours", "load_anchors", "anchors_table", "anchors_section", "best_rows", "anchor_cells", "ours_cell"]
 
 ANCHORS_FILE = "mujoco_1m_anchors.csv"
 
@@ -70,7 +70,7 @@ def task_name(env_id: str) -> str:
     return re.sub(r"-v\d+$", "", env_id)
 
 
-def _ours_cell(row: Ours | None) -> str:
+def ours_cell(row: Ours | None) -> str:
     if row is None:
         return "–"
     value = fmt(row.mean, 0) if row.std is None else cell(row.mean, row.std, 0)
@@ -90,7 +90,7 @@ def anchors_table(best_natpg: dict[str, Ours], best_sb3: dict[str, Ours], envs: 
     header = ["task", "natpg: best rule", "SB3: best row"] + [f"{SOURCE_NAMES.get(s, s)} {alg}" for s, alg in columns]
     rows = []
     for env in covered:
-        row = [env, _ours_cell(best_natpg.get(env)), _ours_cell(best_sb3.get(env))]
+        row = [env, ours_cell(best_natpg.get(env)), ours_cell(best_sb3.get(env))]
         for source, alg in columns:
             a = by_key.get((source, alg, task_name(env)))
             row.append("–" if a is None else fmt(a.mean, 0) if a.std is None else cell(a.mean, a.std, 0))
@@ -120,13 +120,26 @@ def anchors_table(best_natpg: dict[str, Ours], best_sb3: dict[str, Ours], envs: 
     return md_table(header, rows) + caption
 
 
-def anchors_section(groups: dict[tuple[str, str], FinalReturns], target: int) -> str | None:
-    """``anchors.md`` of a sweep's final returns (:func:`natpg.bench.report.runs.final_returns`): per
-    task, its best natpg rule and best SB3 row beside the published numbers; ``target``: the
-    sweep's largest seed count, below which a row is *partial*."""
+def best_rows(groups: dict[tuple[str, str], FinalReturns], target: int) -> dict[bool, dict[str, Ours]]:
+    """Per task, the best natpg rule (key False) and the best SB3 row (key True) by mean final
+    return; ``target``: the sweep's largest seed count, below which a row is *partial*."""
     best: dict[bool, dict[str, Ours]] = {False: {}, True: {}}
     for (env, label), g in groups.items():
         side = best[is_sb3(label)]
         if g.mean is not None and (env not in side or g.mean > side[env].mean):
             side[env] = Ours(label, g.mean, g.std, g.seeds, g.seeds < target)
+    return best
+
+
+def anchor_cells() -> dict[str, str]:
+    """``TASK.SOURCE.ALGORITHM`` (the algorithm in lower case) → the published number as the table shows it."""
+    anchors, _ = load_anchors()
+    return {f"{a.task}.{a.source}.{a.algorithm.lower()}": fmt(a.mean, 0) if a.std is None else cell(a.mean, a.std, 0)
+            for a in anchors}
+
+
+def anchors_section(groups: dict[tuple[str, str], FinalReturns], target: int) -> str | None:
+    """``anchors.md`` of a sweep's final returns (:func:`natpg.bench.report.runs.final_returns`): per
+    task, its best natpg rule and best SB3 row beside the published numbers (:func:`best_rows`)."""
+    best = best_rows(groups, target)
     return anchors_table(best[False], best[True], env_order({env for env, _ in groups}))

@@ -21,8 +21,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from natpg.bench.report import paper
-from natpg.bench.report.runs import BINS, EWM_ALPHA, env_order, final_returns, invocations
+from natpg.bench.report import anchors, paper
+from natpg.bench.report.runs import BINS, EWM_ALPHA, env_order, final_returns, invocations, planned_seeds
 from natpg.bench.report.stats import RULE, Verdict, steps_text
 from natpg.bench.report.tables import cell, fmt
 from natpg.bench.report.write import SMAC_AGAINST, Report, build_report, write_built
@@ -93,8 +93,10 @@ def facts(name: str, rep: Report) -> dict[str, str]:
     * ``verdict.ENV.METHOD`` (against the paper) and ``vs.ENV.OTHER`` (SMAC against OTHER), and the
       tasks of each verdict: ``tasks.WORD.METHOD`` and ``vs_tasks.OTHER.WORD`` (words with dashes:
       ``does-not-reproduce``, ``no-significant-difference``);
+    * ``best.ENV`` / ``best_sb3.ENV`` (the best natpg rule / SB3 row, as ``anchors.md`` shows it),
+      ``anchor.ENV.SOURCE.ALGORITHM`` (a published number: ``anchor.Hopper-v5.tianshou.trpo``);
     * ``rank1.ENV.damping`` / ``.removed`` (a percentage) / ``.cosine``;
-    * ``update_ms.ENV.LABEL``, ``steps_per_second.ENV.LABEL``;
+    * ``update_ms.ENV.LABEL``, ``steps_per_second.ENV.LABEL``, ``wall_time.ENV.LABEL`` (s, mean over the completed seeds);
     * ``runs``, ``done``, ``failed``, ``unfinished``, ``machine``, ``versions``, ``commits``, ``dates``.
     """
     out = {f"{name}.{k}": v.strip() for k, v in rep.sections.items()}
@@ -115,6 +117,18 @@ def facts(name: str, rep: Report) -> dict[str, str]:
             put(f"update_ms.{env}.{label}", fmt(ms, 1))
         if g.steps_per_second:
             put(f"steps_per_second.{env}.{label}", fmt(sum(g.steps_per_second) / len(g.steps_per_second), 0))
+        if g.wall_times:
+            put(f"wall_time.{env}.{label}", fmt(sum(g.wall_times) / len(g.wall_times), 0))
+    groups = final_returns(rep.runs)
+    best = anchors.best_rows(groups, max([planned_seeds(rep.dirs), *(g.seeds for g in groups.values())]))
+    for env, row in best[False].items():
+        put(f"best.{env}", anchors.ours_cell(row))
+    for env, row in best[True].items():
+        put(f"best_sb3.{env}", anchors.ours_cell(row))
+    for key, value in anchors.anchor_cells().items():
+        task, rest = key.split(".", 1)
+        for env in {e for e, _ in groups if anchors.task_name(e) == task}:
+            put(f"anchor.{env}.{rest}", value)
     for env, methods in paper.paper_table1().items():
         for method, (mean, std) in methods.items():
             put(f"paper.{env}.{method}", cell(mean, std))
