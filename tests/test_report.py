@@ -233,3 +233,11 @@ def test_page_facts_name_the_best_rows_their_wall_times_and_the_published_number
     assert facts["m.best_sb3.Hopper-v5"] == "2300 ± 424 `sb3-trpo-zoo` (2 seeds)"
     assert facts["m.wall_time.Hopper-v5.trpo"] == "120"
     assert facts["m.anchor.Hopper-v5.sb3contrib.trpo"] == "3372 ± 215"  # natpg/bench/mujoco_1m_anchors.csv
+
+
+def test_an_env_id_with_a_namespace_or_module_makes_a_flat_file_name():
+    from natpg.bench.report.write import file_stem
+
+    assert file_stem("MinAtar/Breakout-v1") == "MinAtar_Breakout-v1"
+    assert file_stem("mymodule:MyEnv-v0") == "mymodule_MyEnv-v0"
+    assert file_stem("Hopper-v5") == "Hopper-v5"

@@ -99,6 +99,12 @@ _HEADINGS = {
 _FIGURES = {"damping": ("damping",), "ablation": ("ablation_batch_size",), "update_time": ("return_vs_update_time",)}
 
 
+def file_stem(env_id: str) -> str:
+    """An env id as part of a file name: ``MinAtar/Breakout-v1`` → ``MinAtar_Breakout-v1`` (and
+    ``module:Env-v0`` → ``module_Env-v0``); a plain Gymnasium id is unchanged."""
+    return env_id.replace("/", "_").replace(":", "_")
+
+
 def write_figures(runs: list[Run], out: Path) -> list[Path]:
     """One figure of return curves per task, all tasks in one (the paper's Figures 2-3), log-probabilities
     (Figures 4-5), the damping where a run adapted it, and the batch-size ablation (Figure 1) with its return
@@ -111,7 +117,7 @@ def write_figures(runs: list[Run], out: Path) -> list[Path]:
     returns = curves(runs, "episode_return_mean")
     styles = line_styles({r.label for r in runs if r.status == "done"})
     files = [plot_grid({env: returns[env]}, "return per episode", f"{env}: return per training episode",
-                       out / f"curves_{env}.png", SMOOTHING, styles) for env in returns]
+                       out / f"curves_{file_stem(env)}.png", SMOOTHING, styles) for env in returns]
     files.append(plot_grid(returns, "average return", "Return per training episode", out / "learning_curves.png",
                            SMOOTHING, styles))
     files.append(plot_grid(curves(runs, "log_prob_mean"), "average log π(a|s)", "Log-probability of the actions taken",
