@@ -102,7 +102,8 @@ def write(results: dict, args: argparse.Namespace, command: str) -> None:
         "",
         f"- command: `{command}`",
         f"- date: {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"- machine: {machine(args.devices)}; torch {torch.__version__}, {args.threads} CPU thread(s)",
+        f"- machine: {machine(args.devices)}; torch {torch.__version__}, {args.threads} CPU thread(s); "
+        f"load average {os.getloadavg()[0]:.1f} at the end (a shared machine: other jobs may be running)",
         f"- commit: {source_revision() or 'unknown'}",
         f"- what: natpg's image actor and critic on 10×10×4 bool frames (3×3 conv, 16 channels, then 64-64 tanh), "
         f"{args.samples} samples; `rule.update(batch)` with diagnostics, and the critic fit "
