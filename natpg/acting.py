@@ -32,7 +32,9 @@ def uses_numpy_rollout(actor: nn.Module) -> bool:
 
 def rollout_policy(agent: Agent, action_space: spaces.Space) -> "NumpyPolicy | TorchPolicy":
     """What acts in a rollout: a frozen numpy copy of natpg's MLP actors, else the actor itself
-    through torch. ``action_space``: the policy's (Discrete from 0, or a 1-D Box)."""
+    through torch. ``action_space``: the policy's (Discrete from 0, or a 1-D Box). Either acts
+    on the CPU: an agent on a GPU acts through its CPU copy (:meth:`Agent.for_acting`)."""
+    agent = agent.for_acting()
     return NumpyPolicy(agent) if uses_numpy_rollout(agent.actor) else TorchPolicy(agent, action_space)
 
 

@@ -23,6 +23,7 @@ from natpg.presets import DEFAULT_PRESET, NO_PRESET, preset_values
 
 __all__ = [
     "TrainConfig", "Range", "resolve_config", "validate", "trainer_field_names", "flag_name", "parse_hidden", "RESUMABLE_FIELDS",
+    "check_device",
 ]
 
 
@@ -68,6 +69,10 @@ class TrainConfig:
     return_window: int = field(default=20, metadata=_help("episodes in the recent-return mean of metrics.csv"))
     checkpoint_every: int = field(default=100_000, metadata=_help("steps between checkpoints (and one at the end)"))
     torch_threads: int = field(default=1, metadata=_help("torch intra-op threads (1 is fastest for small MLPs)"))
+    device: str = field(
+        default="cpu", metadata=_help("where the update runs (scores, solves, critic fit): cpu, cuda or cuda:N; "
+                                      "the rollout always acts on the CPU")
+    )
     tensorboard: bool = field(default=False, metadata=_help("also log metrics to TensorBoard (needs `tensorboard`)"))
     preset: str | None = field(default=None, metadata=_help("named hyperparameter set, e.g. `paper`"))
     exact_cosine: bool = field(default=False, metadata=_help("log exact_cosine: cosine of each step with the exact damped natural gradient (costly)"))
@@ -93,8 +98,30 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in trainer_field_names() | {"method_kwargs"}})
 
 
-#: Fields a resumed run may change: they do not affect what is computed.
-RESUMABLE_FIELDS = frozenset({"total_steps", "checkpoint_every", "tensorboard"})
+#: Fields a resumed run may change: they do not affect what is computed (``device``: the
+#: same arithmetic on another processor, up to rounding; checkpoints hold CPU tensors, so a
+#: GPU run may continue on a CPU and the other way round).
+RESUMABLE_FIELDS = frozenset({"total_steps", "checkpoint_every", "tensorboard", "device"})
+
+_DEVICE_FORM = re.compile(r"cpu|cuda(:[0-9]+)?")
+
+
+def check_device(device: Any) -> None:
+    """ValueError (one line) unless ``device`` is ``cpu``, or ``cuda`` / ``cuda:N`` naming a
+    GPU that torch can see."""
+    if not isinstance(device, str) or not _DEVICE_FORM.fullmatch(device):
+        raise ValueError(f"{setting_value('device', device, quote=True)}: expected cpu, cuda or cuda:N (N: a GPU index)")
+    if device == "cpu":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError(f"{setting_value('device', device)}: no CUDA device is visible to torch "
+                         f"(torch {torch.__version__}); use {setting_value('device', 'cpu')}")
+    count = torch.cuda.device_count()
+    if int(device.partition(":")[2] or 0) >= count:
+        raise ValueError(f"{setting_value('device', device)}: torch sees {count} CUDA device(s), "
+                         f"cuda:0 to cuda:{count - 1}")
 
 
 
@@ -143,6 +170,7 @@ def _trainer_ranges() -> dict[str, Range]:
         "return_window": _POSITIVE_INT,
         "checkpoint_every": _POSITIVE_INT,
         "torch_threads": Range("int", 1, 1024),
+        "device": Range("str"),
         "preset": Range("str", optional=True),
         "exact_damping": Range("float", 0.0, low_open=True, optional=True),
         "max_nonfinite_updates": _POSITIVE_INT,
@@ -220,6 +248,7 @@ def validate(config: TrainConfig) -> None:
         spec = ranges.get(f.name) or type_range(hints[f.name])
         if spec is not None:
             spec.check(flag_name(f.name), getattr(config, f.name))
+    check_device(config.device)
     hidden = config.hidden
     if (
         not isinstance(hidden, (tuple, list))

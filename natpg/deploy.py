@@ -130,14 +130,21 @@ class Policy(nn.Module):
             return p.dtype
         return torch.float32
 
+    @property
+    def _device(self) -> torch.device:
+        for p in self.actor.parameters():
+            return p.device
+        return torch.device("cpu")
+
     def distribution(self, obs: Tensor) -> Distribution:
-        """The action distribution at raw (unnormalised) observations, a (n, *obs_shape) tensor."""
-        return self.actor.distribution(self.obs_norm(obs.to(self._dtype)))
+        """The action distribution at raw (unnormalised) observations, a (n, *obs_shape) tensor
+        (moved to the actor's device)."""
+        return self.actor.distribution(self.obs_norm(obs.to(self._device, self._dtype)))
 
     def _post(self, actions: Tensor) -> Tensor:
         if self._discrete:
             return actions.long() + self._start
-        return torch.maximum(torch.minimum(actions, self.high.to(actions.dtype)), self.low.to(actions.dtype))
+        return torch.maximum(torch.minimum(actions, self.high.to(actions)), self.low.to(actions))
 
     def forward(self, obs: Tensor) -> Tensor:
         """Deterministic actions for a batch of raw observations (normalised here, clipped or

@@ -290,7 +290,7 @@ def block_kaczmarz(
         if bool((row_weights <= 0).any()):
             raise ValueError("row_weights must be positive")
     w = torch.zeros(S.shape[1], dtype=S.dtype, device=S.device)
-    order = torch.empty(0, dtype=torch.long)
+    order = torch.empty(0, dtype=torch.long)  # on the CPU: row indices from the CPU generator
     for _ in range(iters):
         if order.numel() < block_size:
             order = torch.randperm(rows, generator=generator)

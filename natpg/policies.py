@@ -14,6 +14,7 @@ How these act in the rollout (a numpy copy of the MLP actors, or torch) is :mod:
 
 from __future__ import annotations
 
+import copy
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -227,7 +228,7 @@ class ObsNormalizer(nn.Module):
     def update(self, obs: np.ndarray) -> None:
         if not self.enabled:
             return
-        x = torch.as_tensor(obs, dtype=torch.float64).reshape(-1, self.mean.shape[0])
+        x = torch.as_tensor(obs, dtype=torch.float64, device=self.mean.device).reshape(-1, self.mean.shape[0])
         batch_mean, batch_var, n = x.mean(0), x.var(0, unbiased=False), x.shape[0]
         delta = batch_mean - self.mean
         total = self.count + n
@@ -239,7 +240,8 @@ class ObsNormalizer(nn.Module):
     def numpy(self) -> tuple[np.ndarray, np.ndarray] | None:
         if not self.enabled:
             return None
-        return self.mean.numpy().astype(np.float32), np.sqrt(self.var.numpy() + self.eps).astype(np.float32)
+        mean, var = self.mean.cpu().numpy(), self.var.cpu().numpy()
+        return mean.astype(np.float32), np.sqrt(var + self.eps).astype(np.float32)
 
 
 def _build(given, observation_space: spaces.Space | None, action_space: spaces.Space, what: str) -> nn.Module:
@@ -288,6 +290,26 @@ class Agent(nn.Module):
         #: The class names of user-given networks (None: natpg's own), recorded in checkpoints.
         self.custom = {"actor": None if actor is None else type(self.actor).__qualname__,
                        "critic": None if critic is None else type(self.critic).__qualname__}
+
+    @property
+    def device(self) -> torch.device:
+        """Where the actor's parameters are (the CPU for an actor without any)."""
+        probe = next(iter(self.actor.parameters()), None)
+        return probe.device if probe is not None else torch.device("cpu")
+
+    def for_acting(self) -> Agent:
+        """This agent with its weights on the CPU, for the rollout: itself when it is there;
+        else a CPU copy, made once and refreshed from this agent's state on each call (one
+        transfer per rollout, none per environment step)."""
+        if self.device.type == "cpu":
+            return self
+        cached = self.__dict__.get("_cpu_copy")
+        if cached is None:
+            cached = copy.deepcopy(self).cpu()
+            object.__setattr__(self, "_cpu_copy", cached)  # a plain attribute: not a submodule, not in state_dict
+        else:
+            cached.load_state_dict(self.state_dict())
+        return cached
 
     def policy_input(self, obs: Tensor) -> Tensor:
         """Raw observations as the actor and critic take them: float (uint8 / bool images

@@ -152,6 +152,10 @@ class ScoreBatch:
     def dtype(self) -> torch.dtype:
         return self.blocks[0].delta.dtype if self.blocks else self.params[0].dtype
 
+    @property
+    def device(self) -> torch.device:
+        return self.blocks[0].delta.device if self.blocks else self.params[0].device
+
     # -- per-sample quantities -------------------------------------------------------------
     def _per_sample(self, block: _Block) -> list[Tensor]:
         """The per-sample gradients of each of the block's parameters, (B, numel) each
@@ -176,7 +180,7 @@ class ScoreBatch:
     def sq_norms(self) -> Tensor:
         """‖s_i‖² for every sample, shape (B,)."""
         if not self.blocks:
-            return torch.zeros(self.num_samples, dtype=self.dtype)
+            return torch.zeros(self.num_samples, dtype=self.dtype, device=self.device)
         return sum(self._block_sq_norms(b) for b in self.blocks)
 
     def layer_grams(self) -> list[Tensor]:
@@ -193,7 +197,7 @@ class ScoreBatch:
     def gram(self) -> Tensor:
         """SSᵀ, shape (B, B)."""
         if not self.blocks:
-            return torch.zeros(self.num_samples, self.num_samples, dtype=self.dtype)
+            return torch.zeros(self.num_samples, self.num_samples, dtype=self.dtype, device=self.device)
         return sum(self.layer_grams())
 
     def _block_grads(self, block: _Block, c: Tensor) -> list[Tensor]:
@@ -222,7 +226,7 @@ class ScoreBatch:
 
     def dot(self, vector: Sequence[Tensor]) -> Tensor:
         """S v: the inner products ⟨s_i, v⟩ for every sample, shape (B,)."""
-        out = torch.zeros(self.num_samples, dtype=self.dtype)
+        out = torch.zeros(self.num_samples, dtype=self.dtype, device=self.device)
         for p, v in zip(self.params, vector):
             block = self.blocks[self._index[id(p)][0]]
             if not block.layer:

@@ -78,12 +78,13 @@ def final_return(episodes: list[tuple[int, float, int]], steps: int, window: int
 
 
 def _to_batch(agent: Agent, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Flatten (T, N, ...) time-major arrays to (T·N, ...) tensors of policy inputs."""
-    obs_shape = rollout.obs.shape[2:]
+    """Flatten (T, N, ...) time-major arrays to (T·N, ...) tensors of policy inputs, on the
+    agent's device (raw observations move there before normalisation: uint8 images stay small)."""
+    obs_shape, device = rollout.obs.shape[2:], agent.device
     with torch.no_grad():
-        x = agent.policy_input(torch.from_numpy(rollout.obs.reshape(-1, *obs_shape)))
-        next_x = agent.policy_input(torch.from_numpy(rollout.next_obs.reshape(-1, *obs_shape)))
-    actions = torch.from_numpy(rollout.actions.reshape(-1, *rollout.actions.shape[2:]))
+        x = agent.policy_input(torch.from_numpy(rollout.obs.reshape(-1, *obs_shape)).to(device))
+        next_x = agent.policy_input(torch.from_numpy(rollout.next_obs.reshape(-1, *obs_shape)).to(device))
+    actions = torch.from_numpy(rollout.actions.reshape(-1, *rollout.actions.shape[2:])).to(device)
     return x, next_x, actions
 
 
@@ -256,14 +257,14 @@ def _train(config: TrainConfig, log: RunLog, checkpoint: dict[str, Any] | None, 
             # 2. Advantages by GAE (on scaled rewards with normalize_reward); value targets R = A + V.
             x, next_x, actions = _to_batch(state.agent, rollout)
             with torch.no_grad():
-                values = state.agent.critic(x).numpy().reshape(rollout.rewards.shape)
-                next_values = state.agent.critic(next_x).numpy().reshape(rollout.rewards.shape)
+                values = state.agent.critic(x).cpu().numpy().reshape(rollout.rewards.shape)
+                next_values = state.agent.critic(next_x).cpu().numpy().reshape(rollout.rewards.shape)
             rewards = rollout.rewards
             if state.reward_scaler is not None:
                 rewards = state.reward_scaler(rollout.rewards, rollout.terminated, rollout.truncated)
             advantages = gae(rewards, values, next_values, rollout.terminated, rollout.truncated, config.gamma, config.gae_lambda)
-            returns = torch.as_tensor((advantages + values).reshape(-1), dtype=torch.float32)
-            actor_advantages = torch.as_tensor(advantages.reshape(-1), dtype=torch.float32)
+            returns = torch.as_tensor((advantages + values).reshape(-1), dtype=torch.float32, device=x.device)
+            actor_advantages = torch.as_tensor(advantages.reshape(-1), dtype=torch.float32, device=x.device)
             if config.normalize_advantages:
                 actor_advantages = (actor_advantages - actor_advantages.mean()) / (actor_advantages.std() + 1e-8)
 

@@ -191,7 +191,7 @@ def test_resume_refuses_changed_settings(tmp_path, capsys):
 
     kw = dict(total_steps=400, seed=0, rollout_steps=200, hidden=(8,), critic_steps=2, anneal_lr=False)
     natpg.train("CartPole-v1", "smac", out=tmp_path / "run", **kw)
-    with pytest.raises(ValueError, match=r"different settings: lr=0.1 \(the run has 0.005\); only checkpoint_every, tensorboard, total_steps may"):
+    with pytest.raises(ValueError, match=r"different settings: lr=0.1 \(the run has 0.005\); only checkpoint_every, device, tensorboard, total_steps may"):
         natpg.train("CartPole-v1", "smac", out=tmp_path / "run", resume=True, lr=0.1, **kw)
     with pytest.raises(ValueError, match=r"^total_steps=200 is below the 400 steps"):
         natpg.train("CartPole-v1", "smac", out=tmp_path / "run", resume=True, **{**kw, "total_steps": 200})

@@ -68,7 +68,7 @@ def fisher_norms_sq(gram: Tensor, probes: Tensor | None = None) -> Tensor:
     probe_sq = torch.diagonal(gram) if probes is None else torch.diagonal(gram)[probes]
     total = probe_sq.sum()
     if not total > 0:
-        return torch.zeros(gram.shape[0], dtype=gram.dtype)
+        return torch.zeros(gram.shape[0], dtype=gram.dtype, device=gram.device)
     return (cols * cols).sum(1) / total
 
 

@@ -86,7 +86,7 @@ def robust_eigh(matrix: Tensor, max_tries: int = 4) -> tuple[Tensor | None, Tens
     if not bool(torch.isfinite(m).all()):
         return None, None, 0
     scale = max(float(m.diagonal().abs().mean()), 1e-12)
-    eye = torch.eye(m.shape[0], dtype=m.dtype)
+    eye = torch.eye(m.shape[0], dtype=m.dtype, device=m.device)
     for k in range(max_tries + 1):
         jitter = 0.0 if k == 0 else scale * 10.0 ** (k - 7)
         try:
@@ -279,5 +279,6 @@ class KFAC(PreconditionedRule):
         # torch's Optimizer.load_state_dict keeps the given momentum tensors (no copy): copy first.
         state = copy.deepcopy(state)
         super().load_state_dict(state)
-        self.factors = {name: dict(stats) for name, stats in state.get("factors", {}).items()}
+        device = self.params[0].device  # a checkpoint holds CPU tensors; the factors live with the actor
+        self.factors = {name: {k: v.to(device) for k, v in stats.items()} for name, stats in state.get("factors", {}).items()}
         self.failures_total = int(state.get("failures_total", 0))

@@ -113,7 +113,7 @@ class RAT(UpdateRule):
         with torch.no_grad():
             old_dist = detached(self.actor.distribution(batch.obs))
             old_log_prob = old_dist.log_prob(batch.actions)
-        w = torch.zeros(sum(p.numel() for p in self.params), dtype=adv.dtype)
+        w = torch.zeros(sum(p.numel() for p in self.params), dtype=adv.dtype, device=adv.device)
         lr = self.lr
         steps = clipped_steps = 0
         residuals: list[float] = []

@@ -187,7 +187,7 @@ class SMAC(_SMACRule):
 
     def direction(self, scores: ScoreBatch, advantages: Tensor | None, grad: Tensor):
         n = scores.num_samples
-        mean_score = flatten(scores.weighted_sum(torch.full((n,), 1.0 / n, dtype=grad.dtype)))
+        mean_score = flatten(scores.weighted_sum(torch.full((n,), 1.0 / n, dtype=grad.dtype, device=grad.device)))
         return sherman_morrison_solve(mean_score, grad, self.damping), {}
 
 

@@ -166,7 +166,7 @@ def _autograd_sweep(actor: Actor, obs: Tensor, actions: Tensor, advantages: Tens
     """Algorithm 1 for any actor: one autograd call per sample."""
     params = trainable_parameters(actor)
     adv = advantages.detach().double().tolist()
-    sq_norms = torch.empty(len(adv), dtype=torch.float64)
+    sq_norms = torch.empty(len(adv), dtype=torch.float64)  # on the CPU: Python floats, one per sample
     for i in range(len(adv)):
         logp = actor.distribution(obs[i : i + 1]).log_prob(actions[i : i + 1]).sum()
         grads = torch.autograd.grad(logp, params, allow_unused=True)
