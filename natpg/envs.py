@@ -127,10 +127,50 @@ def _register_minatar(shown: str) -> None:
     register_envs()
 
 
+#: The ids of the Arcade Learning Environment's Atari games (``ALE/Pong-v5``, ...), from the
+#: optional ``ale-py`` package (ROMs included from 0.9). natpg registers them the first time
+#: such an id is asked for, and :func:`make_env` gives them the standard preprocessing
+#: (:func:`_atari_preprocessed`).
+ALE_PREFIX = "ALE/"
+
+
+def _register_ale(shown: str) -> None:
+    """Register ale-py's ids with gymnasium, or say how to install it (and OpenCV, which
+    Gymnasium's ``AtariPreprocessing`` resizes with)."""
+    try:
+        import ale_py
+        import cv2  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("ale_py", "cv2"):
+            raise
+        package = "ale-py (>= 0.9)" if exc.name == "ale_py" else "opencv-python-headless"
+        raise ValueError(
+            f"{shown}: Atari environments need the ale-py and OpenCV packages, and {package} is not installed: "
+            "pip install 'natpg[atari]'"
+        ) from None
+    gym.register_envs(ale_py)
+
+
+def _atari_preprocessed(env: gym.Env) -> gym.Env:
+    """The standard Atari preprocessing, with Gymnasium's own wrappers: up to 30 no-ops at
+    reset, grayscale, 84×84, then the last 4 frames stacked, so the observation is a (4, 84, 84)
+    uint8 Box (natpg's image trunk reads it channels-first). Frames are skipped once: the v5 ids
+    already repeat each action 4 times (with sticky actions), so ``AtariPreprocessing`` skips
+    none of its own unless the env was made with ``frameskip=1``."""
+    frame_skip = 4 if env.spec is not None and env.spec.kwargs.get("frameskip") == 1 else 1
+    env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=frame_skip, screen_size=84, grayscale_obs=True)
+    return gym.wrappers.FrameStackObservation(env, 4)
+
+
 def check_env_id(env_id: str, setting: str = "env_id") -> str:
     """Return the registered id for ``env_id`` (importing ``module:`` prefixes), or raise a
     ValueError that suggests close names, naming the ``setting`` that gave the id (``envs``
-    for natpg bench). Creates no environment."""
+    for natpg bench). Creates no environment.
+
+    Optional game families are registered here the first time one of their ids is asked for:
+    ``MinAtar/...`` from the ``minatar`` package and ``ALE/...`` (Atari, preprocessed by
+    :func:`make_env`) from ``ale-py``; without the package the error names the extra to
+    install, ``pip install 'natpg[minatar]'`` or ``pip install 'natpg[atari]'``."""
     if not isinstance(env_id, str) or not env_id:
         raise ValueError(f"{setting_name(setting)} must be a Gymnasium id such as CartPole-v1, got {env_id!r}")
     if is_python_env(env_id):
@@ -141,6 +181,8 @@ def check_env_id(env_id: str, setting: str = "env_id") -> str:
     name = _import_module_of(env_id, setting)
     if name.startswith(MINATAR_PREFIX) and not any(key.startswith(MINATAR_PREFIX) for key in gym.registry):
         _register_minatar(setting_value(setting, env_id, quote=True))
+    if name.startswith(ALE_PREFIX) and not any(key.startswith(ALE_PREFIX) for key in gym.registry):
+        _register_ale(setting_value(setting, env_id, quote=True))
     if name not in gym.registry:
         hint = did_you_mean(name, gym.registry)
         raise ValueError(f"{setting_value(setting, env_id, quote=True)}: not a registered Gymnasium environment{hint}")
@@ -260,6 +302,8 @@ def make_env(env_id: str, max_episode_steps: int | None = None, **kwargs) -> gym
         env = gym.make(name, **kwargs)
     except (gym.error.Error, ImportError) as exc:
         raise ValueError(f"{setting_value('env_id', env_id, quote=True)} cannot be created: {exc}") from None
+    if name.startswith(ALE_PREFIX):
+        env = _atari_preprocessed(env)
     return _checked(env, env_id)
 
 

@@ -143,3 +143,29 @@ def test_minatar_breakout_when_minatar_is_installed():
     env = make_env("MinAtar/Breakout-v1")
     assert env.observation_space.shape == (10, 10, 4) and env.observation_space.dtype == np.bool_
     env.close()
+
+
+def test_an_atari_id_without_ale_py_names_the_extra_to_install(monkeypatch):
+    from natpg.envs import check_env_id
+
+    for key in [k for k in gym.registry if k.startswith("ALE/")]:
+        monkeypatch.delitem(gym.registry, key)
+    monkeypatch.setitem(sys.modules, "ale_py", None)  # import ale_py fails, installed or not
+    with pytest.raises(ValueError, match=r"^env_id='ALE/Pong-v5': .*ale-py.*not installed: pip install 'natpg\[atari\]'$"):
+        check_env_id("ALE/Pong-v5")
+
+
+def test_an_atari_id_starts_and_trains_when_ale_py_is_installed():
+    """Smoke only: Pong through ale-py, preprocessed to a (4, 84, 84) uint8 stack, one trpo update."""
+    pytest.importorskip("ale_py")
+    pytest.importorskip("cv2")
+    from natpg.envs import make_env
+
+    env = make_env("ALE/Pong-v5")
+    assert env.observation_space.shape == (4, 84, 84) and env.observation_space.dtype == np.uint8
+    env.close()
+    result = natpg.train("ALE/Pong-v5", "trpo", 256, rollout_steps=128, critic_steps=1)
+    assert result.summary["steps"] == 256 and result.summary["nonfinite_actor_updates"] == 0
+    trunk = result.agent.actor.net[0]
+    assert isinstance(trunk, ImageTrunk) and not trunk.channels_last and len(trunk.conv) == 7  # the Nature-DQN stack
+    assert all(torch.isfinite(p).all() for p in result.agent.actor.parameters())
