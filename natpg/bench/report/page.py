@@ -104,7 +104,8 @@ def facts(name: str, rep: Report) -> dict[str, str]:
     def put(key: str, value: str) -> None:
         out[f"{name}.{key}"] = value
 
-    for (env, label), g in final_returns(rep.runs).items():
+    groups = final_returns(rep.runs)
+    for (env, label), g in groups.items():
         if g.seeds:
             put(f"return.{env}.{label}", fmt(g.mean) if g.std is None else cell(g.mean, g.std))
             put(f"mean.{env}.{label}", fmt(g.mean))
@@ -119,7 +120,6 @@ def facts(name: str, rep: Report) -> dict[str, str]:
             put(f"steps_per_second.{env}.{label}", fmt(sum(g.steps_per_second) / len(g.steps_per_second), 0))
         if g.wall_times:
             put(f"wall_time.{env}.{label}", fmt(sum(g.wall_times) / len(g.wall_times), 0))
-    groups = final_returns(rep.runs)
     best = anchors.best_rows(groups, max([planned_seeds(rep.dirs), *(g.seeds for g in groups.values())]))
     for env, row in best[False].items():
         put(f"best.{env}", anchors.ours_cell(row))
