@@ -266,7 +266,9 @@ def write_outputs(rows: list[dict], args: argparse.Namespace, command: str, wall
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    fig.savefig(out / f"{args.name}.png", dpi=120)
+    from natpg.bench.report.plots import png_bytes
+
+    (out / f"{args.name}.png").write_bytes(png_bytes(fig, dpi=120))
 
 
 def main(argv: list[str] | None = None) -> int:

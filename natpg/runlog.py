@@ -32,6 +32,7 @@ from natpg._messages import phrase, setting_name, setting_value
 __all__ = [
     "RunLog", "atomic_write_bytes", "atomic_write_json", "package_versions", "source_revision", "read_checkpoint",
     "WALL_TIME_COLUMNS", "RUN_FILES", "clear_run_files", "METRIC_DIGITS", "metric_cell", "metric_row",
+    "PACKED_METRICS", "open_metrics", "pack_metrics",
 ]
 
 #: metrics.csv columns that depend on the machine's speed, not on the seed.
@@ -164,8 +165,44 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
 
 #: Everything natpg (and natpg bench) writes into a run directory: --overwrite deletes these
 #: and refuses to touch a directory holding anything else.
-RUN_FILES = frozenset({"config.json", "metrics.csv", "summary.json", "checkpoint.pt", "events.jsonl", "tb", "error.json",
+RUN_FILES = frozenset({"config.json", "metrics.csv", "metrics.csv.xz", "summary.json", "checkpoint.pt", "events.jsonl", "tb", "error.json",
                        "spaces.json"})
+#: A finished run's metrics.csv as stored in a results tree: xz-compressed (about a third of the
+#: text's size), by :func:`pack_metrics` (``natpg report --pack``).
+PACKED_METRICS = "metrics.csv.xz"
+
+
+def open_metrics(run_dir: Path):
+    """A text stream of the run's metrics (metrics.csv, else its packed copy), or None."""
+    import lzma
+
+    run_dir = Path(run_dir)
+    if (run_dir / "metrics.csv").exists():
+        return open(run_dir / "metrics.csv", newline="")
+    if (run_dir / PACKED_METRICS).exists():
+        return lzma.open(run_dir / PACKED_METRICS, "rt", newline="")
+    return None
+
+
+def pack_metrics(run_dir: Path) -> bool:
+    """Compress a finished run's metrics.csv to :data:`PACKED_METRICS` (xz) and delete the text.
+    Only a run with summary.json and without checkpoint.pt (nothing will resume or append to
+    it); returns whether it packed."""
+    import lzma
+
+    run_dir = Path(run_dir)
+    text = run_dir / "metrics.csv"
+    if not text.exists() or not (run_dir / "summary.json").exists() or (run_dir / "checkpoint.pt").exists():
+        return False
+    data = text.read_bytes()
+    atomic_write_bytes(run_dir / PACKED_METRICS, lzma.compress(data, preset=9 | lzma.PRESET_EXTREME))
+    with lzma.open(run_dir / PACKED_METRICS) as f:
+        if f.read() != data:  # never delete the only copy on a bad write
+            raise OSError(f"{run_dir / PACKED_METRICS} does not read back as metrics.csv")
+    text.unlink()
+    return True
+
+
 #: Lock files: natpg train holds ``.train.lock`` while it writes; natpg bench holds ``.lock``.
 LOCK_FILES = frozenset({".train.lock", ".lock"})
 

@@ -241,3 +241,38 @@ def test_an_env_id_with_a_namespace_or_module_makes_a_flat_file_name():
     assert file_stem("MinAtar/Breakout-v1") == "MinAtar_Breakout-v1"
     assert file_stem("mymodule:MyEnv-v0") == "mymodule_MyEnv-v0"
     assert file_stem("Hopper-v5") == "Hopper-v5"
+
+
+def test_two_sets_of_one_page_are_compared_by_the_rule(tmp_path):
+    for seed, (new, old) in enumerate(((3000.0, 900.0), (3300.0, 1000.0), (3100.0, 1100.0))):
+        _run(tmp_path / "new", "Hopper-v5", "trpo", seed, new, 1_000_000)
+        _run(tmp_path / "old", "Hopper-v5", "trpo", seed, old, 1_000_000)
+    _run(tmp_path / "old", "Hopper-v5", "kfac", 0, 500.0, 1_000_000)
+    template = tmp_path / "t.md"
+    template.write_text("<!-- natpg report template\npage: out.md\nnew: new\nold: old\n-->\n\n"
+                        "{{versus.new.old.Hopper-v5.trpo}}; {{versus.old.new.Hopper-v5.trpo}}\n")
+    _, text, _ = page.render_page(template, write=False)
+    higher, lower = text.strip().splitlines()[-1].split("; ")
+    assert higher.startswith("higher (p") and lower.startswith("lower (p")
+    template.write_text(template.read_text().replace("Hopper-v5.trpo}}\n", "Hopper-v5.kfac}}\n"))
+    with pytest.raises(ValueError, match="versus.old.new.Hopper-v5.kfac"):  # kfac ran in one set only
+        page.render_page(template, write=False)
+
+
+def test_packed_metrics_read_back_as_the_text_and_unfinished_runs_stay_text(tmp_path):
+    from natpg.bench.report.runs import pack_runs
+
+    rows = "timesteps,episode_return_mean\n" + "".join(f"{1000 * i},{0.5 * i:.6g}\n" for i in range(1, 400))
+    for seed in (0, 1):
+        _run(tmp_path / "s", "Hopper-v5", "trpo", seed, 10.0, 400_000)
+        (tmp_path / "s" / "Hopper-v5" / "trpo" / f"seed{seed}" / "metrics.csv").write_text(rows)
+    unfinished = tmp_path / "s" / "Hopper-v5" / "trpo" / "seed1"
+    (unfinished / "checkpoint.pt").write_bytes(b"resumable")
+    before = [r.metrics() for r in load_runs([tmp_path / "s"])]
+    assert pack_runs([tmp_path / "s"]) == 1 and pack_runs([tmp_path / "s"]) == 0
+    packed = tmp_path / "s" / "Hopper-v5" / "trpo" / "seed0"
+    assert not (packed / "metrics.csv").exists() and (packed / "metrics.csv.xz").stat().st_size < len(rows) / 2
+    assert (unfinished / "metrics.csv").exists() and not (unfinished / "metrics.csv.xz").exists()
+    after = [r.metrics() for r in load_runs([tmp_path / "s"])]
+    for a, b in zip(before, after):
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

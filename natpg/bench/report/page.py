@@ -23,7 +23,7 @@ from pathlib import Path
 
 from natpg.bench.report import anchors, paper
 from natpg.bench.report.runs import BINS, EWM_ALPHA, env_order, final_returns, invocations, planned_seeds
-from natpg.bench.report.stats import RULE, Verdict, steps_text
+from natpg.bench.report.stats import RULE, Verdict, steps_text, versus
 from natpg.bench.report.tables import cell, fmt
 from natpg.bench.report.write import SMAC_AGAINST, Report, build_report, write_built
 from natpg.bench.suites import PAPER_BUDGETS, SUITES
@@ -98,6 +98,8 @@ def facts(name: str, rep: Report) -> dict[str, str]:
     * ``rank1.ENV.damping`` / ``.removed`` (a percentage) / ``.cosine``;
     * ``update_ms.ENV.LABEL``, ``steps_per_second.ENV.LABEL``, ``wall_time.ENV.LABEL`` (s, mean over the completed seeds);
     * ``runs``, ``done``, ``failed``, ``unfinished``, ``machine``, ``versions``, ``commits``, ``dates``.
+
+    Across two sets A and B of one template: ``versus.A.B.ENV.LABEL`` (:func:`_cross_facts`).
     """
     out = {f"{name}.{k}": v.strip() for k, v in rep.sections.items()}
 
@@ -195,11 +197,26 @@ def _global_facts() -> dict[str, str]:
     return out
 
 
+def _cross_facts(reports: dict[str, Report]) -> dict[str, str]:
+    """``versus.A.B.ENV.LABEL``: LABEL of set A against the same LABEL of set B on ENV, by the
+    rule (:func:`natpg.bench.report.stats.versus`), e.g. the defaults against ``--preset paper``."""
+    groups = {name: final_returns(rep.runs) for name, rep in reports.items()}
+    out = {}
+    for a, ga in groups.items():
+        for b, gb in groups.items():
+            for key in (ga.keys() & gb.keys()) if a != b else ():
+                sa, sb = paper.sample(ga[key]), paper.sample(gb[key])
+                if sa is not None and sb is not None:
+                    out[f"versus.{a}.{b}.{key[0]}.{key[1]}"] = versus(sa, sb).text()
+    return out
+
+
 def render(template: Template, reports: dict[str, Report]) -> str:
     """The page: the template's body with every placeholder replaced; an unknown one is an error."""
     values = _global_facts()
     for name, rep in reports.items():
         values.update(facts(name, rep))
+    values.update(_cross_facts(reports))
     missing = sorted({m.group(1) for m in _PLACEHOLDER.finditer(template.body)} - set(values))
     if missing:
         raise ValueError(f"{template.path}: no value for {', '.join('{{' + k + '}}' for k in missing[:10])}"

@@ -23,8 +23,9 @@ import numpy as np
 
 from natpg.bench.suites import MUJOCO_FIELD_METHODS, PAPER_METHODS, SB3_METHODS, SB3_ZOO_METHODS
 from natpg.presets import PAPER_ENVS
+from natpg.runlog import open_metrics, pack_metrics
 
-__all__ = ["Run", "load_runs", "read_json", "env_order", "method_order", "is_sb3", "by_method", "FinalReturns",
+__all__ = ["Run", "load_runs", "pack_runs", "read_json", "env_order", "method_order", "is_sb3", "by_method", "FinalReturns",
            "final_returns", "planned_seeds", "invocations", "binned_curve", "Curve", "curves", "over_seeds", "BINS",
            "EWM_ALPHA"]
 
@@ -46,12 +47,12 @@ class Run:
     _metrics: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     def metrics(self) -> dict[str, np.ndarray]:
-        """metrics.csv as columns of floats (NaN for an empty or non-numeric cell)."""
+        """metrics.csv (or its packed copy) as columns of floats (NaN for an empty or non-numeric cell)."""
         if self._metrics is None:
             cols: dict[str, list[float]] = defaultdict(list)
-            path = self.path / "metrics.csv"
-            if path.exists():
-                with open(path, newline="") as f:
+            f = open_metrics(self.path)
+            if f is not None:
+                with f:
                     for row in csv.DictReader(f):
                         for k, v in row.items():
                             try:
@@ -84,6 +85,13 @@ def _status(summary: dict | None, error: dict | None, config: dict) -> tuple[str
     if error is not None:
         return "failed", error
     return ("unfinished" if config else None), error
+
+
+def pack_runs(dirs: Iterable[str | Path]) -> int:
+    """Pack the metrics of every finished run (OUT/ENV/LABEL/seedS) under ``dirs``
+    (:func:`natpg.runlog.pack_metrics`); returns how many were packed."""
+    return sum(pack_metrics(seed_dir) for d in dirs for seed_dir in sorted(Path(d).glob("*/*/seed*"))
+               if seed_dir.is_dir())
 
 
 def load_runs(dirs: Iterable[str | Path]) -> list[Run]:
