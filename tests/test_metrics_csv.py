@@ -1,4 +1,4 @@
-"""metrics.csv holds floats at 6 significant digits and integers as integers; nothing that
+"""metrics.csv holds floats at 4 significant digits and integers as integers; nothing that
 needs more reads it back (exact resume restores the rows from checkpoint.pt)."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from natpg.runlog import METRIC_DIGITS, metric_cell
 
 
 @pytest.mark.parametrize("value,text", [
-    (0.12345678912, "0.123457"), (1234567.891, "1.23457e+06"), (-4.308938980102539, "-4.30894"), (1.0, "1"),
-    (2.5e-9, "2.5e-09"), (math.nan, "nan"), (math.inf, "inf"), (np.float32(0.1), "0.1"), (np.float64(1 / 3), "0.333333"),
+    (0.12345678912, "0.1235"), (1234567.891, "1.235e+06"), (-4.308938980102539, "-4.309"), (1.0, "1"),
+    (2.5e-9, "2.5e-09"), (math.nan, "nan"), (math.inf, "inf"), (np.float32(0.1), "0.1"), (np.float64(1 / 3), "0.3333"),
 ])
-def test_a_float_is_written_at_six_significant_digits(value, text):
-    assert METRIC_DIGITS == 6 and metric_cell(value) == text
+def test_a_float_is_written_at_four_significant_digits(value, text):
+    assert METRIC_DIGITS == 4 and metric_cell(value) == text
 
 
 @pytest.mark.parametrize("value", [1_000_000, np.int64(1_000_000), 0, -3])
@@ -42,4 +42,4 @@ def test_a_run_writes_its_metrics_rounded_and_keeps_them_whole_in_memory(tmp_pat
             if isinstance(value, float) and math.isfinite(value):
                 digits = written[key].lstrip("-").split("e")[0].replace(".", "").lstrip("0")
                 assert len(digits) <= METRIC_DIGITS, (key, written[key])
-                assert float(written[key]) == pytest.approx(value, rel=1e-5, abs=1e-300), key
+                assert float(written[key]) == pytest.approx(value, rel=5e-4, abs=1e-300), key
