@@ -8,6 +8,7 @@ a ``ValueError("nan")`` — is a bug and propagates out of ``train``.
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -16,7 +17,9 @@ import natpg
 from natpg import methods
 from natpg.errors import InvalidDistributionError, NonFiniteError, NotPositiveDefiniteError, NumericalError
 from natpg.linalg import sherman_morrison_solve, solve_shifted_gram
+from natpg.methods.base import PolicyBatch
 from natpg.methods.first_order import ACSGD
+from natpg.policies import GaussianActor
 from natpg.methods.registry import _REGISTRY
 
 TINY = dict(rollout_steps=200, hidden=(8,), critic_steps=2)
@@ -93,6 +96,18 @@ def test_an_invalid_distribution_from_torch_is_numerical(rules, tmp_path):
     assert log_std and all(float(p.detach().min()) > -10 for p in log_std)  # put back after each rejected update
     reasons = [e["reasons"][0] for e in _events(tmp_path) if e["event"] == "nonfinite_update"]
     assert all(r.startswith("actor update failed numerically (InvalidDistributionError: ") for r in reasons), reasons
+
+
+def test_isopo_ntk_with_overflowing_scores_is_numerical_and_keeps_its_averages():
+    # Unnormalised observations of 1e25 keep the actor's outputs finite (tanh saturates) while the
+    # first layer's per-sample scores overflow float32: as --preset paper on HalfCheetah did.
+    torch.manual_seed(0)
+    actor = GaussianActor(3, 2, (8,), "tanh")
+    obs, actions, advantages = torch.full((16, 3), 1e25), torch.zeros(16, 2), torch.randn(16)
+    rule = methods.make("isopo-ntk", actor, batch_size=16)
+    with pytest.raises(NonFiniteError, match="score statistic"):
+        rule.update(PolicyBatch(obs, actions, advantages))
+    assert all(math.isfinite(v) for v in rule.state_dict()["ema"])
 
 
 def test_linalg_raises_numerical_errors_that_are_value_errors():

@@ -259,6 +259,20 @@ def test_two_sets_of_one_page_are_compared_by_the_rule(tmp_path):
         page.render_page(template, write=False)
 
 
+def test_a_method_whose_every_run_failed_says_so_in_its_return_cell(tmp_path):
+    _run(tmp_path / "s", "Hopper-v5", "trpo", 0, 3000.0, 1_000_000)
+    for seed in (0, 1):
+        d = tmp_path / "s" / "Hopper-v5" / "isopo-ntk" / f"seed{seed}"
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps({"env_id": "Hopper-v5", "total_steps": 1_000_000}))
+        (d / "summary.json").write_text(json.dumps({"final_return": -5.0, "steps": 5000, "status": "stopped_nonfinite"}))
+    template = tmp_path / "t.md"
+    template.write_text("<!-- natpg report template\npage: out.md\ns: s\n-->\n\n"
+                        "{{s.return.Hopper-v5.isopo-ntk}}; {{s.return.Hopper-v5.trpo}}\n")
+    _, text, _ = page.render_page(template, write=False)
+    assert text.strip().splitlines()[-1] == "– (2 failed); 3000"
+
+
 def test_packed_metrics_read_back_at_four_digits_and_unfinished_runs_stay_text(tmp_path):
     from natpg.bench.report.runs import pack_runs
 

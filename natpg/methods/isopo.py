@@ -41,12 +41,14 @@ measurements behind the defaults are in docs/isopo_rat.md.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from natpg.errors import NonFiniteError
 from natpg.linalg import solve_shifted_gram
 from natpg.methods import hyperparameters as hparams
 from natpg.methods.base import PreconditionedRule
@@ -95,6 +97,8 @@ class _Layerwise(PreconditionedRule):
         self.ema: list[float] = []  # one running average per layer, in block order
 
     def _ema(self, layer: int, value: float) -> float:
+        if not math.isfinite(value):  # the layer's per-sample scores overflowed: never averaged in
+            raise NonFiniteError(f"{self.name}: layer {layer}'s score statistic is {value} (its per-sample scores overflow)")
         if layer == len(self.ema):
             self.ema.append(value)  # first value initialises the average (no zero bias)
         else:
