@@ -254,7 +254,14 @@ def test_two_sets_of_one_page_are_compared_by_the_rule(tmp_path):
     _, text, _ = page.render_page(template, write=False)
     higher, lower = text.strip().splitlines()[-1].split("; ")
     assert higher.startswith("higher (p") and lower.startswith("lower (p")
-    template.write_text(template.read_text().replace("Hopper-v5.trpo}}\n", "Hopper-v5.kfac}}\n"))
+    template.write_text(template.read_text().replace("\n\n{{", "\n\n{{new.versus.Hopper-v5.trpo.trpo}}, {{old.versus.Hopper-v5.kfac.trpo}}; {{"))
+    with pytest.raises(ValueError, match="new.versus.Hopper-v5.trpo.trpo"):  # a label against itself: no such value
+        page.render_page(template, write=False)
+    template.write_text(template.read_text().replace("{{new.versus.Hopper-v5.trpo.trpo}}, ", ""))
+    _, text, _ = page.render_page(template, write=False)  # kfac has one seed in the old set: no test
+    assert text.strip().splitlines()[-1].startswith("inconclusive")
+    template.write_text("<!-- natpg report template\npage: out.md\nnew: new\nold: old\n-->\n\n"
+                        "{{versus.new.old.Hopper-v5.trpo}}; {{versus.old.new.Hopper-v5.kfac}}\n")
     with pytest.raises(ValueError, match="versus.old.new.Hopper-v5.kfac"):  # kfac ran in one set only
         page.render_page(template, write=False)
 

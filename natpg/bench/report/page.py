@@ -97,6 +97,8 @@ def facts(name: str, rep: Report) -> dict[str, str]:
     * ``best.ENV`` / ``best_sb3.ENV`` (the best natpg rule / SB3 row, as ``anchors.md`` shows it),
       ``anchor.ENV.SOURCE.ALGORITHM`` (a published number: ``anchor.Hopper-v5.tianshou.trpo``);
     * ``rank1.ENV.damping`` / ``.removed`` (a percentage) / ``.cosine``;
+    * ``versus.ENV.A.B``: label A against label B on ENV, by the rule (*inconclusive* below 3 seeds a side),
+      and ``best_versus.ENV.SB3LABEL``: the best natpg rule (``best.ENV``) against an SB3 row;
     * ``update_ms.ENV.LABEL``, ``steps_per_second.ENV.LABEL``, ``wall_time.ENV.LABEL`` (s, mean over the completed seeds);
     * ``runs``, ``done``, ``failed``, ``unfinished``, ``machine``, ``versions``, ``commits``, ``dates``.
 
@@ -125,9 +127,17 @@ def facts(name: str, rep: Report) -> dict[str, str]:
             put(f"steps_per_second.{env}.{label}", fmt(sum(g.steps_per_second) / len(g.steps_per_second), 0))
         if g.wall_times:
             put(f"wall_time.{env}.{label}", fmt(sum(g.wall_times) / len(g.wall_times), 0))
+    samples = {key: paper.sample(g) for key, g in groups.items()}
+    for (env, a), sa in samples.items():
+        for (env_b, b), sb in samples.items():
+            if env_b == env and a != b and sa is not None and sb is not None:
+                put(f"versus.{env}.{a}.{b}", versus(sa, sb).text())
     best = anchors.best_rows(groups, max([planned_seeds(rep.dirs), *(g.seeds for g in groups.values())]))
     for env, row in best[False].items():
         put(f"best.{env}", anchors.ours_cell(row))
+        for (env_b, other), so in samples.items():  # the best natpg rule against every SB3 row
+            if env_b == env and anchors.is_sb3(other) and so is not None:
+                put(f"best_versus.{env}.{other}", versus(samples[env, row.label], so).text())
     for env, row in best[True].items():
         put(f"best_sb3.{env}", anchors.ours_cell(row))
     for key, value in anchors.anchor_cells().items():
