@@ -124,6 +124,16 @@ def test_runs_at_two_budgets_are_told_apart_and_the_short_ones_say_so(tmp_path):
     assert "| HalfCheetah-v5 | 5M | 5M | reproduces (p = " in md
 
 
+def test_methods_at_different_budgets_are_never_compared(tmp_path):
+    for seed, final in enumerate((900.0, 950.0, 1000.0)):
+        _run(tmp_path / "s", "HalfCheetah-v5", "smac", seed, final, 5_000_000)
+        _run(tmp_path / "s", "HalfCheetah-v5", "ac-sgd-matched", seed, final - 800.0, 1_000_000)
+        _run(tmp_path / "s", "HalfCheetah-v5", "ac-cg", seed, final - 800.0, 5_000_000)
+    verdicts = paper.comparisons(load_runs([tmp_path / "s"]), "smac", ("ac-sgd-matched", "ac-cg"))
+    assert verdicts[("HalfCheetah-v5", "ac-sgd-matched")].text() == "inconclusive (5M vs 1M steps)"
+    assert verdicts[("HalfCheetah-v5", "ac-cg")].word == "higher"
+
+
 # ----------------------------------------------------------------------------- figures
 
 

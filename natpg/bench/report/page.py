@@ -23,7 +23,7 @@ from pathlib import Path
 
 from natpg.bench.report import anchors, paper
 from natpg.bench.report.runs import BINS, EWM_ALPHA, env_order, final_returns, invocations, planned_seeds
-from natpg.bench.report.stats import RULE, Verdict, steps_text, versus
+from natpg.bench.report.stats import RULE, Verdict, steps_text
 from natpg.bench.report.tables import cell, fmt
 from natpg.bench.report.write import SMAC_AGAINST, Report, build_report, write_built
 from natpg.bench.suites import PAPER_BUDGETS, SUITES
@@ -127,17 +127,18 @@ def facts(name: str, rep: Report) -> dict[str, str]:
             put(f"steps_per_second.{env}.{label}", fmt(sum(g.steps_per_second) / len(g.steps_per_second), 0))
         if g.wall_times:
             put(f"wall_time.{env}.{label}", fmt(sum(g.wall_times) / len(g.wall_times), 0))
-    samples = {key: paper.sample(g) for key, g in groups.items()}
-    for (env, a), sa in samples.items():
-        for (env_b, b), sb in samples.items():
-            if env_b == env and a != b and sa is not None and sb is not None:
-                put(f"versus.{env}.{a}.{b}", versus(sa, sb).text())
+    for (env, a), ga in groups.items():
+        for (env_b, b), gb in groups.items():
+            v = paper.compare(ga, gb) if env_b == env and a != b else None
+            if v is not None:
+                put(f"versus.{env}.{a}.{b}", v.text())
     best = anchors.best_rows(groups, max([planned_seeds(rep.dirs), *(g.seeds for g in groups.values())]))
     for env, row in best[False].items():
         put(f"best.{env}", anchors.ours_cell(row))
-        for (env_b, other), so in samples.items():  # the best natpg rule against every SB3 row
-            if env_b == env and anchors.is_sb3(other) and so is not None:
-                put(f"best_versus.{env}.{other}", versus(samples[env, row.label], so).text())
+        for (env_b, other), g in groups.items():  # the best natpg rule against every SB3 row
+            v = paper.compare(groups[env, row.label], g) if env_b == env and anchors.is_sb3(other) else None
+            if v is not None:
+                put(f"best_versus.{env}.{other}", v.text())
     for env, row in best[True].items():
         put(f"best_sb3.{env}", anchors.ours_cell(row))
     for key, value in anchors.anchor_cells().items():
@@ -218,9 +219,9 @@ def _cross_facts(reports: dict[str, Report]) -> dict[str, str]:
     for a, ga in groups.items():
         for b, gb in groups.items():
             for key in (ga.keys() & gb.keys()) if a != b else ():
-                sa, sb = paper.sample(ga[key]), paper.sample(gb[key])
-                if sa is not None and sb is not None:
-                    out[f"versus.{a}.{b}.{key[0]}.{key[1]}"] = versus(sa, sb).text()
+                v = paper.compare(ga[key], gb[key])
+                if v is not None:
+                    out[f"versus.{a}.{b}.{key[0]}.{key[1]}"] = v.text()
     return out
 
 

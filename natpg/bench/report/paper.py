@@ -21,7 +21,7 @@ from natpg.bench.report.stats import PAPER_SEEDS, Sample, Verdict, reproduction,
 from natpg.bench.report.tables import cell, csv_text, fmt, md_table, stopped
 from natpg.bench.suites import PAPER_BUDGETS
 
-__all__ = ["PAPER_TABLE1_METHODS", "paper_table1", "sample", "final_cell", "verdicts", "table1", "verdicts_table",
+__all__ = ["PAPER_TABLE1_METHODS", "paper_table1", "sample", "compare", "final_cell", "verdicts", "table1", "verdicts_table",
            "budgets_table", "comparisons", "comparison_table", "Rank1", "rank1", "rank1_table", "batch_key",
            "ablation_variants", "ablation_table", "ablation_figure"]
 
@@ -45,6 +45,14 @@ def paper_table1() -> dict[str, dict[str, tuple[float, float]]]:
 
 def sample(g: FinalReturns) -> Sample | None:
     return Sample(g.mean, g.std, g.seeds) if g.seeds else None
+
+
+def compare(a: FinalReturns, b: FinalReturns) -> Verdict | None:
+    """``a`` against ``b`` by the rule (:func:`natpg.bench.report.stats.versus`), budgets
+    included; None when either has no completed run."""
+    if not a.seeds or not b.seeds:
+        return None
+    return versus(sample(a), sample(b), a.budget, b.budget)
 
 
 def _task_budget(env: str) -> int | None:
@@ -154,8 +162,9 @@ def comparisons(runs: list[Run], method: str, others: tuple[str, ...]) -> dict[t
         a = groups.get((env, method))
         for other in others:
             b = groups.get((env, other))
-            if a is not None and b is not None and a.seeds and b.seeds:
-                out[(env, other)] = versus(sample(a), sample(b))
+            v = compare(a, b) if a is not None and b is not None else None
+            if v is not None:
+                out[(env, other)] = v
     return out
 
 
