@@ -180,9 +180,9 @@ def open_metrics(run_dir: Path):
 
     run_dir = Path(run_dir)
     if (run_dir / "metrics.csv").exists():
-        return open(run_dir / "metrics.csv", newline="")
+        return open(run_dir / "metrics.csv", newline="", encoding="utf-8")
     if (run_dir / PACKED_METRICS).exists():
-        return lzma.open(run_dir / PACKED_METRICS, "rt", newline="")
+        return lzma.open(run_dir / PACKED_METRICS, "rt", newline="", encoding="utf-8")
     return None
 
 
@@ -210,8 +210,9 @@ def pack_metrics(run_dir: Path) -> bool:
     text = run_dir / "metrics.csv"
     if not text.exists() or not (run_dir / "summary.json").exists() or (run_dir / "checkpoint.pt").exists():
         return False
-    with open(text, newline="") as f:  # floats written at more digits by older natpg: rounded
-        rows = [[_rounded_cell(cell) for cell in row] for row in csv.reader(f)]
+    with open(text, newline="", encoding="utf-8") as f:  # floats written at more digits by older natpg: rounded
+        rows = list(csv.reader(f))
+    rows = rows[:1] + [[_rounded_cell(cell) for cell in row] for row in rows[1:]]  # the header as it is
     out = io.StringIO()
     csv.writer(out).writerows(rows)
     data = out.getvalue().encode()

@@ -99,15 +99,23 @@ def test_an_invalid_distribution_from_torch_is_numerical(rules, tmp_path):
 
 
 def test_isopo_ntk_with_overflowing_scores_is_numerical_and_keeps_its_averages():
-    # Unnormalised observations of 1e25 keep the actor's outputs finite (tanh saturates) while the
-    # first layer's per-sample scores overflow float32: as --preset paper on HalfCheetah did.
+    # As --preset paper on HalfCheetah: the actor's outputs stay finite while a layer's per-sample
+    # scores overflow float32. Here the first layer's scores are 0 (the output layer is zeroed) and the
+    # second layer's inputs are ~1e20, so the first layer's running average moves before the second
+    # layer's statistic overflows: the rejected step must leave both averages as they were.
     torch.manual_seed(0)
-    actor = GaussianActor(3, 2, (8,), "tanh")
-    obs, actions, advantages = torch.full((16, 3), 1e25), torch.zeros(16, 2), torch.randn(16)
+    actor = GaussianActor(3, 2, (8,), "relu")
+    batch = PolicyBatch(torch.randn(16, 3), torch.zeros(16, 2), torch.randn(16))
     rule = methods.make("isopo-ntk", actor, batch_size=16)
-    with pytest.raises(NonFiniteError, match="score statistic"):
-        rule.update(PolicyBatch(obs, actions, advantages))
-    assert all(math.isfinite(v) for v in rule.state_dict()["ema"])
+    rule.update(batch)  # a finite step first: every layer's average is set
+    before = rule.state_dict()["ema"]
+    assert len(before) == 2 and all(math.isfinite(v) for v in before)
+    with torch.no_grad():
+        actor.net[2].weight.zero_()
+        actor.net[0].weight.mul_(1e20)
+    with pytest.raises(NonFiniteError, match="layer 1's score statistic is inf"):
+        rule.update(batch)
+    assert rule.state_dict()["ema"] == before
 
 
 def test_linalg_raises_numerical_errors_that_are_value_errors():

@@ -117,15 +117,19 @@ class _Layerwise(PreconditionedRule):
         if self.standardize_advantages:
             advantages = advantages - advantages.mean()
             advantages = advantages / (advantages.pow(2).mean().sqrt() + 1e-8)
-        coefs, stats, layer = [], [], 0
-        for block, gram in zip(scores.blocks, scores.layer_grams()):
-            if block.kind == "broadcast":
-                coefs.append(advantages / m)
-                continue
-            c, stat = self._coefficients(layer, gram, advantages)
-            coefs.append(c)
-            stats.append(stat)
-            layer += 1
+        coefs, stats, layer, ema = [], [], 0, list(self.ema)
+        try:
+            for block, gram in zip(scores.blocks, scores.layer_grams()):
+                if block.kind == "broadcast":
+                    coefs.append(advantages / m)
+                    continue
+                c, stat = self._coefficients(layer, gram, advantages)
+                coefs.append(c)
+                stats.append(stat)
+                layer += 1
+        except NonFiniteError:
+            self.ema = ema  # no layer's running average moves on a rejected step
+            raise
         return flatten(scores.weighted_sum(coefs)), self._info(stats)
 
     def _info(self, stats: list[float]) -> dict[str, float]:

@@ -88,8 +88,8 @@ def facts(name: str, rep: Report) -> dict[str, str]:
     """The values ``{{NAME.KEY}}`` of one set (KEY below; ENV a Gymnasium id, LABEL a method label):
 
     * every section of the report by its file name: ``table1``, ``verdicts``, ``smac_vs``, …;
-    * ``return.ENV.LABEL`` (mean ± std, or the mean of one seed; ``– (3 failed)`` when no run
-      completed), ``mean.``, ``seeds.``, ``budget.``,
+    * ``return.ENV.LABEL`` (mean ± std, or the mean of one seed; without a completed
+      run, what became of the runs: ``– (3 failed)``, ``– (1 unfinished)``), ``mean.``, ``seeds.``, ``budget.``,
       ``run.ENV.LABEL.seedN`` (one run's final return), ``paper.ENV.METHOD`` (the paper's Table 1);
     * ``verdict.ENV.METHOD`` (against the paper) and ``vs.ENV.OTHER`` (SMAC against OTHER), and the
       tasks of each verdict: ``tasks.WORD.METHOD`` and ``vs_tasks.OTHER.WORD`` (words with dashes:
@@ -111,7 +111,7 @@ def facts(name: str, rep: Report) -> dict[str, str]:
 
     groups = final_returns(rep.runs)
     for (env, label), g in groups.items():
-        if not g.seeds and g.not_counted() != "–":  # every run failed or is unfinished: say so
+        if not g.seeds:  # no completed run: say what became of them
             put(f"return.{env}.{label}", f"– ({g.not_counted()})")
         if g.seeds:
             put(f"return.{env}.{label}", fmt(g.mean) if g.std is None else cell(g.mean, g.std))

@@ -116,8 +116,8 @@ def reproduction(ours: Sample, paper: Sample, budget: int | None = None, paper_b
 
 
 def versus(a: Sample, b: Sample, budget_a: int | None = None, budget_b: int | None = None) -> Verdict:
-    """Method a against method b, in words about a; runs at different budgets (more than 5%
-    apart: both round the budget up to whole rollouts) are not compared."""
+    """Method a against method b, in words about a. Runs whose budgets (the steps each run was
+    given) differ by more than 5% are not compared; an unknown budget (None) is not checked."""
     if budget_a and budget_b and abs(budget_a - budget_b) > 0.05 * max(budget_a, budget_b):
         return Verdict("inconclusive", why=f"{steps_text(budget_a)} vs {steps_text(budget_b)} steps")
     if min(a.n, b.n) < MIN_SEEDS:
