@@ -113,7 +113,7 @@ def facts(name: str, rep: Report) -> dict[str, str]:
     for (env, label), g in groups.items():
         if not g.seeds:  # no completed run: say what became of them
             put(f"return.{env}.{label}", f"– ({g.not_counted()})")
-        if g.seeds:
+        else:
             put(f"return.{env}.{label}", fmt(g.mean) if g.std is None else cell(g.mean, g.std))
             put(f"mean.{env}.{label}", fmt(g.mean))
             put(f"budget.{env}.{label}", steps_text(g.budget) if g.budget else "–")
@@ -127,18 +127,19 @@ def facts(name: str, rep: Report) -> dict[str, str]:
             put(f"steps_per_second.{env}.{label}", fmt(sum(g.steps_per_second) / len(g.steps_per_second), 0))
         if g.wall_times:
             put(f"wall_time.{env}.{label}", fmt(sum(g.wall_times) / len(g.wall_times), 0))
+    verdicts: dict[tuple[str, str, str], str] = {}  # (env, A, B) → A against B
     for (env, a), ga in groups.items():
         for (env_b, b), gb in groups.items():
             v = paper.compare(ga, gb) if env_b == env and a != b else None
             if v is not None:
+                verdicts[env, a, b] = v.text()
                 put(f"versus.{env}.{a}.{b}", v.text())
     best = anchors.best_rows(groups, max([planned_seeds(rep.dirs), *(g.seeds for g in groups.values())]))
     for env, row in best[False].items():
         put(f"best.{env}", anchors.ours_cell(row))
-        for (env_b, other), g in groups.items():  # the best natpg rule against every SB3 row
-            v = paper.compare(groups[env, row.label], g) if env_b == env and anchors.is_sb3(other) else None
-            if v is not None:
-                put(f"best_versus.{env}.{other}", v.text())
+        for (env_v, a, other), text in verdicts.items():  # the best natpg rule against every SB3 row
+            if env_v == env and a == row.label and anchors.is_sb3(other):
+                put(f"best_versus.{env}.{other}", text)
     for env, row in best[True].items():
         put(f"best_sb3.{env}", anchors.ours_cell(row))
     for key, value in anchors.anchor_cells().items():
