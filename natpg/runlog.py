@@ -15,6 +15,7 @@ import fcntl
 import functools
 import io
 import json
+import math
 import numbers
 import os
 import platform
@@ -169,8 +170,8 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
 #: and refuses to touch a directory holding anything else.
 RUN_FILES = frozenset({"config.json", "metrics.csv", "metrics.csv.xz", "summary.json", "checkpoint.pt", "events.jsonl", "tb", "error.json",
                        "spaces.json"})
-#: A finished run's metrics.csv as stored in a results tree: xz-compressed (about a third of the
-#: text's size), by :func:`pack_metrics` (``natpg report --pack``).
+#: An ended run's metrics as stored in a results tree: xz-compressed, thinned (:data:`PACKED_FULL_COLUMNS`),
+#: by :func:`pack_metrics` (``natpg report --pack``).
 PACKED_METRICS = "metrics.csv.xz"
 
 
@@ -188,39 +189,69 @@ def open_metrics(run_dir: Path):
 
 _INTEGER = re.compile(r"^-?\d+$")
 
+#: What a packed run keeps (:func:`pack_metrics`). A results tree holds hundreds of runs and has to
+#: stay small enough for git (benchmarks/results/ under 15 MB). Every row keeps the columns the
+#: curves and tables are made of, at :data:`METRIC_DIGITS`: returns, time, and every column a
+#: table pools over all updates (realised KL, trust-region and damping columns; SMAC's ℓ̄² and
+#: cosine for its rank-1 table, whose maximum a subsample would understate). The other
+#: per-update diagnostics (critic loss, norms, cosines, log-probability, entropy, ...) enter the
+#: pages only as binned curves or medians; they are kept on at most :data:`PACKED_DIAGNOSTIC_ROWS`
+#: rows (every k-th update and the last) at :data:`PACKED_DIGITS` significant digits, and left
+#: empty (read back as NaN) on the others. On the committed runs this is about a third of the
+#: 4-digit file packed whole.
+PACKED_FULL_COLUMNS = frozenset({
+    "timesteps", "wall_time", "update_time", "episode_return_mean", "episode_length_mean", "episodes", "steps",
+    "kl", "damping", "ls_accepted", "tr_scale", "mean_score_norm_sq", "grad_cosine",
+    "nonfinite_actor_updates", "nonfinite_critic_updates", "nonfinite_transitions"})
+PACKED_DIAGNOSTIC_ROWS = 250
+PACKED_DIGITS = 3
 
-def _rounded_cell(text: str) -> str:
-    """A metrics.csv cell at :data:`METRIC_DIGITS`: integers and non-numbers as they are."""
+
+def _rounded_cell(text: str, digits: int = METRIC_DIGITS) -> str:
+    """A metrics.csv cell at ``digits`` significant digits: integers and non-numbers as they are."""
     if _INTEGER.match(text):
         return text
     try:
-        return metric_cell(float(text))
+        return f"{float(text):.{digits}g}"
     except ValueError:
         return text
 
 
+def packed_rows(rows: list[list[str]]) -> list[list[str]]:
+    """metrics.csv rows (header first) as :func:`pack_metrics` stores them; idempotent."""
+    header, body = rows[0], rows[1:]
+    every = max(1, math.ceil(len(body) / PACKED_DIAGNOSTIC_ROWS))
+    keep = {i for i in range(len(body)) if (i + 1) % every == 0} | {len(body) - 1}
+    full = [name in PACKED_FULL_COLUMNS for name in header]
+    return [header] + [[_rounded_cell(cell) if full[j] else (_rounded_cell(cell, PACKED_DIGITS) if i in keep else "")
+                        for j, cell in enumerate(row)] for i, row in enumerate(body)]
+
+
 def pack_metrics(run_dir: Path) -> bool:
-    """Compress a finished run's metrics.csv to :data:`PACKED_METRICS` (xz, floats at
-    :data:`METRIC_DIGITS`) and delete the text.
-    Only a run with summary.json and without checkpoint.pt (nothing will resume or append to
-    it); returns whether it packed."""
+    """Store an ended run's metrics as :data:`PACKED_METRICS` (xz, :func:`packed_rows`), deleting
+    metrics.csv, or repack an older packed copy. Only a run with summary.json or error.json and
+    without checkpoint.pt (nothing will resume or append to it); returns whether it wrote."""
     import lzma
 
     run_dir = Path(run_dir)
-    text = run_dir / "metrics.csv"
-    if not text.exists() or not (run_dir / "summary.json").exists() or (run_dir / "checkpoint.pt").exists():
+    text, packed = run_dir / "metrics.csv", run_dir / PACKED_METRICS
+    ended = (run_dir / "summary.json").exists() or (run_dir / "error.json").exists()
+    if not ended or (run_dir / "checkpoint.pt").exists() or not (text.exists() or packed.exists()):
         return False
-    with open(text, newline="", encoding="utf-8") as f:  # floats written at more digits by older natpg: rounded
-        rows = list(csv.reader(f))
-    rows = rows[:1] + [[_rounded_cell(cell) for cell in row] for row in rows[1:]]  # the header as it is
+    f = open_metrics(run_dir)  # the text when both exist: a run rerun after it was packed
+    with f:
+        old = f.read()
+    rows = list(csv.reader(io.StringIO(old, newline="")))
     out = io.StringIO()
-    csv.writer(out).writerows(rows)
-    data = out.getvalue().encode()
-    atomic_write_bytes(run_dir / PACKED_METRICS, lzma.compress(data, preset=9 | lzma.PRESET_EXTREME))
-    with lzma.open(run_dir / PACKED_METRICS) as f:
+    csv.writer(out).writerows(packed_rows(rows) if rows else rows)
+    data = out.getvalue()
+    if not text.exists() and data == old:
+        return False
+    atomic_write_bytes(packed, lzma.compress(data.encode(), preset=9 | lzma.PRESET_EXTREME))
+    with lzma.open(packed, "rt", newline="", encoding="utf-8") as f:
         if f.read() != data:  # never delete the only copy on a bad write
-            raise OSError(f"{run_dir / PACKED_METRICS} does not read back as metrics.csv")
-    text.unlink()
+            raise OSError(f"{packed} does not read back as metrics.csv")
+    text.unlink(missing_ok=True)
     return True
 
 

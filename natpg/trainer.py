@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -275,8 +276,12 @@ def _train(config: TrainConfig, log: RunLog, checkpoint: dict[str, Any] | None, 
                 state.agent, state.critic_optimizer, x, returns, config.critic_steps, config.critic_batch_size,
                 state.critic_generator,
             )
-            for scheduler in state.schedulers:
-                scheduler.step()
+            with warnings.catch_warnings():
+                # A trust-region step, or a rejected non-finite update, moves the actor without its
+                # optimizer's step(), which torch reports as a misordered schedule; the order is right.
+                warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning)
+                for scheduler in state.schedulers:
+                    scheduler.step()
             faults = state.record_faults(actor_fault, critic_fault)
             # Normaliser statistics change only between updates, so every batch is on-policy.
             state.agent.obs_norm.update(rollout.obs)

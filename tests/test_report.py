@@ -312,3 +312,35 @@ def test_packed_metrics_read_back_at_four_digits_and_unfinished_runs_stay_text(t
     np.testing.assert_allclose(after[0]["kl"], before[0]["kl"], rtol=5e-4)
     assert not np.array_equal(after[0]["kl"], before[0]["kl"]) and np.array_equal(after[1]["kl"], before[1]["kl"])
     assert after[0]["kl"][0] == 0.3333
+
+
+def test_packing_keeps_curve_and_step_size_columns_on_every_row_and_thins_the_other_diagnostics(tmp_path):
+    import lzma
+
+    from natpg.bench.report.runs import pack_runs
+    from natpg.runlog import PACKED_DIAGNOSTIC_ROWS
+
+    n = 3 * PACKED_DIAGNOSTIC_ROWS + 1  # every 4th row keeps its diagnostics, and the last
+    rows = "timesteps,episode_return_mean,kl,entropy\n" + "".join(
+        f"{1000 * i},{i / 7:.6g},{i / 3:.6g},{i / 9:.6g}\n" for i in range(1, n + 1))
+    _run(tmp_path / "s", "Hopper-v5", "trpo", 0, 10.0, 1000 * n)
+    failed = tmp_path / "s" / "Hopper-v5" / "trpo" / "seed1"
+    failed.mkdir()
+    (failed / "config.json").write_text(json.dumps({"env_id": "Hopper-v5", "total_steps": 1000 * n}))
+    (failed / "error.json").write_text(json.dumps({"error": "NonFiniteError"}))
+    for seed in (0, 1):
+        (tmp_path / "s" / "Hopper-v5" / "trpo" / f"seed{seed}" / "metrics.csv").write_text(rows)
+    assert pack_runs([tmp_path / "s"]) == 2 and pack_runs([tmp_path / "s"]) == 0
+    m = load_runs([tmp_path / "s"])[0].metrics()
+    i = np.arange(1, n + 1)
+    np.testing.assert_allclose(m["episode_return_mean"], i / 7, rtol=5e-4)
+    np.testing.assert_allclose(m["kl"], i / 3, rtol=5e-4)
+    kept = np.isfinite(m["entropy"])
+    assert kept.sum() == n // 4 + 1 and kept[3] and not kept[:3].any() and kept[-1]
+    np.testing.assert_allclose(m["entropy"][kept], i[kept] / 9, rtol=5e-3)
+    assert m["entropy"][-1] == float(f"{n / 9:.3g}")
+    # a copy packed whole by an older natpg is repacked the same way, once
+    packed = tmp_path / "s" / "Hopper-v5" / "trpo" / "seed0" / "metrics.csv.xz"
+    packed.write_bytes(lzma.compress(rows.replace("\n", "\r\n").encode()))
+    assert pack_runs([tmp_path / "s"]) == 1 and pack_runs([tmp_path / "s"]) == 0
+    assert np.array_equal(np.isfinite(load_runs([tmp_path / "s"])[0].metrics()["entropy"]), kept)

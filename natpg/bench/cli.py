@@ -68,8 +68,9 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--out", type=Path, default=None, help="where to write (default: DIR/report)")
     r.add_argument("--no-plots", dest="plots", action="store_false", help="tables only")
     r.add_argument("--pack", action="store_true",
-                   help="first compress the metrics.csv of every finished run (no checkpoint.pt) to metrics.csv.xz, "
-                   "as committed results are stored; reports read either")
+                   help="first store the metrics of every ended run (no checkpoint.pt) as committed results are: "
+                   "metrics.csv.xz, the curve and step-size columns on every row, the other diagnostics thinned "
+                   "(natpg.runlog.pack_metrics); reports read either")
     r.add_argument("--page", type=Path, action="append", default=[], metavar="TEMPLATE",
                    help="render a results page whole from TEMPLATE (e.g. docs/templates/results.md): its header names "
                    "the page, the sweep directories and their report directories, which are written too; repeatable")
@@ -115,7 +116,7 @@ def report_main(args: argparse.Namespace) -> int:
         from natpg.bench.report.runs import pack_runs
 
         dirs = [*args.dirs, *(d for t in args.page for ds, _ in read_template(t).sets.values() for d in ds)]
-        print(f"natpg report: packed the metrics of {pack_runs(dict.fromkeys(dirs))} finished runs")
+        print(f"natpg report: packed the metrics of {pack_runs(dict.fromkeys(dirs))} runs")
     if args.dirs:
         out = args.out or (args.dirs[0] / "report")
         files = write_report(args.dirs, out, plots=args.plots)
