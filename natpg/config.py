@@ -66,6 +66,10 @@ class TrainConfig:
     anneal_lr: bool = field(
         default=False, metadata=_help("anneal the actor's and the critic's learning rates linearly to 0 over the run")
     )
+    anneal_kl: bool = field(
+        default=False, metadata=_help("anneal the trust-region radius max_kl linearly towards 0 over the run (a rule with "
+                                      "a trust region takes steps of that KL whatever its learning rate)")
+    )
     return_window: int = field(default=20, metadata=_help("episodes in the recent-return mean of metrics.csv"))
     checkpoint_every: int = field(default=100_000, metadata=_help("steps between checkpoints (and one at the end)"))
     torch_threads: int = field(default=1, metadata=_help("torch intra-op threads (1 is fastest for small MLPs)"))

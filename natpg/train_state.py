@@ -232,11 +232,11 @@ class TrainState:
             raise ValueError(
                 f"{setting_value('total_steps', config.total_steps)} is below the {checkpoint['timesteps']} steps the run has already done"
             )
-        if config.anneal_lr and config.total_steps != saved.get("total_steps", config.total_steps):
+        if (config.anneal_lr or config.anneal_kl) and config.total_steps != saved.get("total_steps", config.total_steps):
             # The annealing schedule runs to 0 at the run's last update: a longer run is a
             # different schedule from its first update on, so it cannot continue this one.
             raise ValueError(
                 f"cannot resume {run_dir} with {setting_value('total_steps', config.total_steps)}: its learning "
                 f"rates anneal to 0 at its own {saved.get('total_steps')} steps "
-                f"({setting_value('anneal_lr', True)}); start a new run for a longer budget"
+                f"({setting_value('anneal_lr' if config.anneal_lr else 'anneal_kl', True)}); start a new run for a longer budget"
             )

@@ -244,8 +244,11 @@ def _train(config: TrainConfig, log: RunLog, checkpoint: dict[str, Any] | None, 
     start = time.perf_counter() - state.elapsed
     bar = tqdm(total=state.num_updates * T, initial=state.timesteps, unit="step", disable=not progress, dynamic_ncols=True)
     boundary = (state.timesteps, state.to_checkpoint(time.perf_counter() - start))  # written if the run is interrupted
+    max_kl = getattr(state.rule, "max_kl", None)  # anneal_kl: the radius of the first update
     try:
-        for _ in range(state.timesteps // T, state.num_updates):
+        for k in range(state.timesteps // T, state.num_updates):
+            if config.anneal_kl and max_kl is not None:
+                state.rule.max_kl = max_kl * (1.0 - k / state.num_updates)  # anneal_lr's schedule
             # 1. Roll out T transitions with a frozen numpy copy of natpg's MLP policy (any
             # other actor acts through torch, without gradients).
             rollout = collect(state.env, rollout_policy(state.agent, state.env.spec.action_space), T // N, state.rng)

@@ -163,3 +163,21 @@ def test_recipe_run_records_its_settings_and_anneals_the_learning_rates(tmp_path
     assert state["critic_optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
     assert state["rule"]["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
     assert state["reward_scaler"]["count"] > 2000
+
+
+def test_anneal_kl_shrinks_the_trust_region_radius_linearly_and_resumes_exactly(tmp_path, monkeypatch):
+    from test_resume import Killed, assert_same_run, crash_at_rollout
+
+    kw = dict(total_steps=2000, seed=0, rollout_steps=500, checkpoint_every=1000, hidden=(8,), critic_steps=2, anneal_kl=True)
+    result = natpg.train("Pendulum-v1", method="trpo", out=tmp_path / "ref", **kw)
+    assert json.loads((tmp_path / "ref" / "config.json").read_text())["anneal_kl"]
+    # Update k of 4 is taken within the radius 0.01 (1 − k/4); TRPO's line search accepts no more.
+    kl = [row["kl"] for row in result.metrics]
+    assert len(kl) == 4 and all(0.0 < v <= 0.01 * (1 - k / 4) * (1 + 1e-6) for k, v in enumerate(kl))
+    assert max(kl[2:]) < 0.005 < max(kl[:2])  # the late updates are held below the first radius
+    undo = crash_at_rollout(monkeypatch, 4)  # 3 updates done, the checkpoint after 2
+    with pytest.raises(Killed):
+        natpg.train("Pendulum-v1", method="trpo", out=tmp_path / "run", **kw)
+    undo()
+    natpg.train("Pendulum-v1", method="trpo", out=tmp_path / "run", resume=True, **kw)
+    assert_same_run(tmp_path / "ref", tmp_path / "run")
