@@ -192,16 +192,16 @@ _INTEGER = re.compile(r"^-?\d+$")
 #: What a packed run keeps (:func:`pack_metrics`). A results tree holds hundreds of runs and has to
 #: stay small enough for git (benchmarks/results/ under 15 MB). Every row keeps the columns the
 #: curves and tables are made of, at :data:`METRIC_DIGITS`: returns, time, and every column a
-#: table pools over all updates (realised KL, trust-region and damping columns; SMAC's ℓ̄² and
-#: cosine for its rank-1 table, whose maximum a subsample would understate). The other
-#: per-update diagnostics (critic loss, norms, cosines, log-probability, entropy, ...) enter the
-#: pages only as binned curves or medians; they are kept on at most :data:`PACKED_DIAGNOSTIC_ROWS`
+#: table pools over all updates (realised KL, trust-region and damping columns; the caller adds
+#: others, ``keep``: a maximum over a subsample would understate). The other per-update
+#: diagnostics (critic loss, norms, cosines, episode length, log-probability, entropy, ...) enter
+#: the pages only as binned curves or medians; they are kept on at most :data:`PACKED_DIAGNOSTIC_ROWS`
 #: rows (every k-th update and the last) at :data:`PACKED_DIGITS` significant digits, and left
 #: empty (read back as NaN) on the others. On the committed runs this is about a third of the
 #: 4-digit file packed whole.
 PACKED_FULL_COLUMNS = frozenset({
-    "timesteps", "wall_time", "update_time", "episode_return_mean", "episode_length_mean", "episodes", "steps",
-    "kl", "damping", "ls_accepted", "tr_scale", "mean_score_norm_sq", "grad_cosine",
+    "timesteps", "wall_time", "update_time", "episode_return_mean", "episodes", "steps",
+    "kl", "damping", "ls_accepted", "tr_scale",
     "nonfinite_actor_updates", "nonfinite_critic_updates", "nonfinite_transitions"})
 PACKED_DIAGNOSTIC_ROWS = 250
 PACKED_DIGITS = 3
@@ -217,20 +217,22 @@ def _rounded_cell(text: str, digits: int = METRIC_DIGITS) -> str:
         return text
 
 
-def packed_rows(rows: list[list[str]]) -> list[list[str]]:
-    """metrics.csv rows (header first) as :func:`pack_metrics` stores them; idempotent."""
+def packed_rows(rows: list[list[str]], keep: frozenset[str] = frozenset()) -> list[list[str]]:
+    """metrics.csv rows (header first) as :func:`pack_metrics` stores them (``keep``: more columns
+    on every row); idempotent."""
     header, body = rows[0], rows[1:]
     every = max(1, math.ceil(len(body) / PACKED_DIAGNOSTIC_ROWS))
-    keep = {i for i in range(len(body)) if (i + 1) % every == 0} | {len(body) - 1}
-    full = [name in PACKED_FULL_COLUMNS for name in header]
-    return [header] + [[_rounded_cell(cell) if full[j] else (_rounded_cell(cell, PACKED_DIGITS) if i in keep else "")
+    sampled = {i for i in range(len(body)) if (i + 1) % every == 0} | {len(body) - 1}
+    full = [name in PACKED_FULL_COLUMNS or name in keep for name in header]
+    return [header] + [[_rounded_cell(cell) if full[j] else (_rounded_cell(cell, PACKED_DIGITS) if i in sampled else "")
                         for j, cell in enumerate(row)] for i, row in enumerate(body)]
 
 
-def pack_metrics(run_dir: Path) -> bool:
-    """Store an ended run's metrics as :data:`PACKED_METRICS` (xz, :func:`packed_rows`), deleting
-    metrics.csv, or repack an older packed copy. Only a run with summary.json or error.json and
-    without checkpoint.pt (nothing will resume or append to it); returns whether it wrote."""
+def pack_metrics(run_dir: Path, keep: frozenset[str] = frozenset()) -> bool:
+    """Store an ended run's metrics as :data:`PACKED_METRICS` (xz, :func:`packed_rows` with
+    ``keep``), deleting metrics.csv, or repack an older packed copy. Only a run with summary.json
+    or error.json and without checkpoint.pt (nothing will resume or append to it); returns
+    whether it wrote."""
     import lzma
 
     run_dir = Path(run_dir)
@@ -243,7 +245,7 @@ def pack_metrics(run_dir: Path) -> bool:
         old = f.read()
     rows = list(csv.reader(io.StringIO(old, newline="")))
     out = io.StringIO()
-    csv.writer(out).writerows(packed_rows(rows) if rows else rows)
+    csv.writer(out).writerows(packed_rows(rows, keep) if rows else rows)
     data = out.getvalue()
     if not text.exists() and data == old:
         return False

@@ -321,17 +321,25 @@ def test_packing_keeps_curve_and_step_size_columns_on_every_row_and_thins_the_ot
     from natpg.runlog import PACKED_DIAGNOSTIC_ROWS
 
     n = 3 * PACKED_DIAGNOSTIC_ROWS + 1  # every 4th row keeps its diagnostics, and the last
-    rows = "timesteps,episode_return_mean,kl,entropy\n" + "".join(
-        f"{1000 * i},{i / 7:.6g},{i / 3:.6g},{i / 9:.6g}\n" for i in range(1, n + 1))
+    rows = "timesteps,episode_return_mean,kl,entropy,grad_cosine\n" + "".join(
+        f"{1000 * i},{i / 7:.6g},{i / 3:.6g},{i / 9:.6g},{1 / i:.6g}\n" for i in range(1, n + 1))
     _run(tmp_path / "s", "Hopper-v5", "trpo", 0, 10.0, 1000 * n)
+    _run(tmp_path / "s", "Hopper-v5", "smac", 0, 10.0, 1000 * n)  # its rank-1 table pools grad_cosine
+    (tmp_path / "s" / "Hopper-v5" / "smac" / "seed0" / "metrics.csv").write_text(rows)
     failed = tmp_path / "s" / "Hopper-v5" / "trpo" / "seed1"
     failed.mkdir()
     (failed / "config.json").write_text(json.dumps({"env_id": "Hopper-v5", "total_steps": 1000 * n}))
     (failed / "error.json").write_text(json.dumps({"error": "NonFiniteError"}))
     for seed in (0, 1):
         (tmp_path / "s" / "Hopper-v5" / "trpo" / f"seed{seed}" / "metrics.csv").write_text(rows)
-    assert pack_runs([tmp_path / "s"]) == 2 and pack_runs([tmp_path / "s"]) == 0
-    m = load_runs([tmp_path / "s"])[0].metrics()
+    assert pack_runs([tmp_path / "s"]) == 3 and pack_runs([tmp_path / "s"]) == 0
+    smac = next(r for r in load_runs([tmp_path / "s"]) if r.label == "smac").metrics()
+    np.testing.assert_allclose(smac["grad_cosine"], 1 / np.arange(1, n + 1), rtol=5e-4)
+    def trpo(seed=0):
+        return next(r for r in load_runs([tmp_path / "s"]) if r.label == "trpo" and r.seed == seed).metrics()
+
+    m = trpo()
+    assert np.isfinite(m["grad_cosine"]).sum() == n // 4 + 1
     i = np.arange(1, n + 1)
     np.testing.assert_allclose(m["episode_return_mean"], i / 7, rtol=5e-4)
     np.testing.assert_allclose(m["kl"], i / 3, rtol=5e-4)
@@ -343,4 +351,4 @@ def test_packing_keeps_curve_and_step_size_columns_on_every_row_and_thins_the_ot
     packed = tmp_path / "s" / "Hopper-v5" / "trpo" / "seed0" / "metrics.csv.xz"
     packed.write_bytes(lzma.compress(rows.replace("\n", "\r\n").encode()))
     assert pack_runs([tmp_path / "s"]) == 1 and pack_runs([tmp_path / "s"]) == 0
-    assert np.array_equal(np.isfinite(load_runs([tmp_path / "s"])[0].metrics()["entropy"]), kept)
+    assert np.array_equal(np.isfinite(trpo()["entropy"]), kept)

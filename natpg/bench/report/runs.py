@@ -87,11 +87,16 @@ def _status(summary: dict | None, error: dict | None, config: dict) -> tuple[str
     return ("unfinished" if config else None), error
 
 
+#: Per label, the columns beyond :data:`natpg.runlog.PACKED_FULL_COLUMNS` that a report pools over
+#: every update of the run: SMAC's ‖ℓ̄‖² and cosine (:func:`natpg.bench.report.paper.rank1`).
+POOLED_COLUMNS = {"smac": frozenset({"mean_score_norm_sq", "grad_cosine"})}
+
+
 def pack_runs(dirs: Iterable[str | Path]) -> int:
-    """Pack the metrics of every finished run (OUT/ENV/LABEL/seedS) under ``dirs``
+    """Pack the metrics of every ended run (OUT/ENV/LABEL/seedS) under ``dirs``
     (:func:`natpg.runlog.pack_metrics`); returns how many were packed."""
-    return sum(pack_metrics(seed_dir) for d in dirs for seed_dir in sorted(Path(d).glob("*/*/seed*"))
-               if seed_dir.is_dir())
+    return sum(pack_metrics(seed_dir, POOLED_COLUMNS.get(seed_dir.parent.name, frozenset()))
+               for d in dirs for seed_dir in sorted(Path(d).glob("*/*/seed*")) if seed_dir.is_dir())
 
 
 def load_runs(dirs: Iterable[str | Path]) -> list[Run]:
