@@ -168,8 +168,8 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
 
 #: Everything natpg (and natpg bench) writes into a run directory: --overwrite deletes these
 #: and refuses to touch a directory holding anything else.
-RUN_FILES = frozenset({"config.json", "metrics.csv", "metrics.csv.xz", "summary.json", "checkpoint.pt", "events.jsonl", "tb", "error.json",
-                       "spaces.json"})
+RUN_FILES = frozenset({"config.json", "metrics.csv", "metrics.csv.xz", "metrics.csv.xz.new", "summary.json", "checkpoint.pt",
+                       "events.jsonl", "tb", "error.json", "spaces.json"})
 #: An ended run's metrics as stored in a results tree: xz-compressed, thinned (:data:`PACKED_FULL_COLUMNS`),
 #: by :func:`pack_metrics` (``natpg report --pack``).
 PACKED_METRICS = "metrics.csv.xz"
@@ -195,10 +195,9 @@ _INTEGER = re.compile(r"^-?\d+$")
 #: table pools over all updates (realised KL, trust-region and damping columns; the caller adds
 #: others, ``keep``: a maximum over a subsample would understate). The other per-update
 #: diagnostics (critic loss, norms, cosines, episode length, log-probability, entropy, ...) enter
-#: the pages only as binned curves or medians; they are kept on at most :data:`PACKED_DIAGNOSTIC_ROWS`
-#: rows (every k-th update and the last) at :data:`PACKED_DIGITS` significant digits, and left
-#: empty (read back as NaN) on the others. On the committed runs this is about a third of the
-#: 4-digit file packed whole.
+#: the pages only as binned curves or medians; they are kept on every k-th update (k the smallest
+#: that leaves at most :data:`PACKED_DIAGNOSTIC_ROWS` of them) and on the last, at
+#: :data:`PACKED_DIGITS` significant digits, and left empty (read back as NaN) on the others.
 PACKED_FULL_COLUMNS = frozenset({
     "timesteps", "wall_time", "update_time", "episode_return_mean", "episodes", "steps",
     "kl", "damping", "ls_accepted", "tr_scale",
@@ -238,7 +237,7 @@ def pack_metrics(run_dir: Path, keep: frozenset[str] = frozenset()) -> bool:
     run_dir = Path(run_dir)
     text, packed = run_dir / "metrics.csv", run_dir / PACKED_METRICS
     ended = (run_dir / "summary.json").exists() or (run_dir / "error.json").exists()
-    if not ended or (run_dir / "checkpoint.pt").exists() or not (text.exists() or packed.exists()):
+    if not ended or (run_dir / "checkpoint.pt").exists() or not (text.exists() or packed.exists()) or _in_use(run_dir):
         return False
     f = open_metrics(run_dir)  # the text when both exist: a run rerun after it was packed
     with f:
@@ -249,12 +248,28 @@ def pack_metrics(run_dir: Path, keep: frozenset[str] = frozenset()) -> bool:
     data = out.getvalue()
     if not text.exists() and data == old:
         return False
-    atomic_write_bytes(packed, lzma.compress(data.encode(), preset=9 | lzma.PRESET_EXTREME))
-    with lzma.open(packed, "rt", newline="", encoding="utf-8") as f:
+    new = packed.with_name(packed.name + ".new")  # the old copy stays until the new one reads back
+    atomic_write_bytes(new, lzma.compress(data.encode(), preset=9 | lzma.PRESET_EXTREME))
+    with lzma.open(new, "rt", newline="", encoding="utf-8") as f:
         if f.read() != data:  # never delete the only copy on a bad write
-            raise OSError(f"{packed} does not read back as metrics.csv")
+            raise OSError(f"{new} does not read back as metrics.csv")
+    os.replace(new, packed)
     text.unlink(missing_ok=True)
     return True
+
+
+def _in_use(run_dir: Path) -> bool:
+    """Whether a natpg process holds the run's lock (:data:`LOCK_FILES`): e.g. a failed run
+    being resumed, whose error.json stays until it ends."""
+    for name in LOCK_FILES:
+        try:
+            with open(run_dir / name, "rb") as f:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except FileNotFoundError:
+            continue
+        except BlockingIOError:
+            return True
+    return False
 
 
 #: Lock files: natpg train holds ``.train.lock`` while it writes; natpg bench holds ``.lock``.

@@ -119,6 +119,10 @@ class TrainState:
         critic_optimizer = make_critic_optimizer(agent.critic, config.critic_lr)
         reward_scaler = RewardScaler(config.num_envs, config.gamma) if config.normalize_reward else None
         critic_generator = torch.Generator().manual_seed(config.seed)
+        if config.anneal_kl and getattr(rule, "max_kl", None) is None:
+            env.close()
+            raise ValueError(f"{setting_value('anneal_kl', True)} anneals a trust-region radius, and this {config.method} has "
+                             f"none (give it {flag_name('max_kl')}, or use the default recipe)")
         state = cls(config, env, agent, rule, critic_optimizer, [], reward_scaler, critic_generator, rng,
                     next_checkpoint=config.checkpoint_every)
         if config.anneal_lr:
@@ -236,7 +240,8 @@ class TrainState:
             # The annealing schedule runs to 0 at the run's last update: a longer run is a
             # different schedule from its first update on, so it cannot continue this one.
             raise ValueError(
-                f"cannot resume {run_dir} with {setting_value('total_steps', config.total_steps)}: its learning "
-                f"rates anneal to 0 at its own {saved.get('total_steps')} steps "
+                f"cannot resume {run_dir} with {setting_value('total_steps', config.total_steps)}: its "
+                f"{'learning rates anneal' if config.anneal_lr else 'trust-region radius anneals'} to 0 at its own "
+                f"{saved.get('total_steps')} steps "
                 f"({setting_value('anneal_lr' if config.anneal_lr else 'anneal_kl', True)}); start a new run for a longer budget"
             )

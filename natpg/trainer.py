@@ -332,6 +332,7 @@ def _metrics_row(
         "critic_loss": critic_loss,
         **state.counts,
         **info,
+        **({"max_kl": state.rule.max_kl} if state.config.anneal_kl else {}),  # the radius of this update
     }
 
 

@@ -173,6 +173,7 @@ def test_anneal_kl_shrinks_the_trust_region_radius_linearly_and_resumes_exactly(
     assert json.loads((tmp_path / "ref" / "config.json").read_text())["anneal_kl"]
     # Update k of 4 is taken within the radius 0.01 (1 − k/4); TRPO's line search accepts no more.
     kl = [row["kl"] for row in result.metrics]
+    assert [row["max_kl"] for row in result.metrics] == pytest.approx([0.01, 0.0075, 0.005, 0.0025])
     assert len(kl) == 4 and all(0.0 < v <= 0.01 * (1 - k / 4) * (1 + 1e-6) for k, v in enumerate(kl))
     assert max(kl[2:]) < 0.005 < max(kl[:2])  # the late updates are held below the first radius
     undo = crash_at_rollout(monkeypatch, 4)  # 3 updates done, the checkpoint after 2
@@ -181,3 +182,8 @@ def test_anneal_kl_shrinks_the_trust_region_radius_linearly_and_resumes_exactly(
     undo()
     natpg.train("Pendulum-v1", method="trpo", out=tmp_path / "run", resume=True, **kw)
     assert_same_run(tmp_path / "ref", tmp_path / "run")
+
+
+def test_anneal_kl_without_a_trust_region_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="trust-region radius"):
+        natpg.train("Pendulum-v1", method="ac-adam", total_steps=1000, rollout_steps=500, anneal_kl=True, out=tmp_path)

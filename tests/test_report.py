@@ -332,7 +332,12 @@ def test_packing_keeps_curve_and_step_size_columns_on_every_row_and_thins_the_ot
     (failed / "error.json").write_text(json.dumps({"error": "NonFiniteError"}))
     for seed in (0, 1):
         (tmp_path / "s" / "Hopper-v5" / "trpo" / f"seed{seed}" / "metrics.csv").write_text(rows)
-    assert pack_runs([tmp_path / "s"]) == 3 and pack_runs([tmp_path / "s"]) == 0
+    import fcntl
+
+    with open(failed / ".train.lock", "w") as lock:  # a failed run being resumed: its trainer writes on
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        assert pack_runs([tmp_path / "s"]) == 2 and (failed / "metrics.csv").exists()
+    assert pack_runs([tmp_path / "s"]) == 1 and pack_runs([tmp_path / "s"]) == 0
     smac = next(r for r in load_runs([tmp_path / "s"]) if r.label == "smac").metrics()
     np.testing.assert_allclose(smac["grad_cosine"], 1 / np.arange(1, n + 1), rtol=5e-4)
     def trpo(seed=0):
