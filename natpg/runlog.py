@@ -191,18 +191,20 @@ _INTEGER = re.compile(r"^-?\d+$")
 
 #: What a packed run keeps (:func:`pack_metrics`). A results tree holds hundreds of runs and has to
 #: stay small enough for git (benchmarks/results/ under 15 MB). Every row keeps the columns the
-#: curves and tables are made of, at :data:`METRIC_DIGITS`: returns, time, and every column a
-#: table pools over all updates (realised KL, trust-region and damping columns; the caller adds
-#: others, ``keep``: a maximum over a subsample would understate). The other per-update
-#: diagnostics (critic loss, norms, cosines, episode length, log-probability, entropy, ...) enter
-#: the pages only as binned curves or medians; they are kept on every k-th update (k the smallest
+#: curves and tables are made of, at :data:`METRIC_DIGITS`: returns (whose best running mean the
+#: seed tables give), update time (summed along the run by the update-time figure), and every
+#: column a table pools over all updates (realised KL, trust-region and damping columns; the caller
+#: adds others, ``keep``: a maximum over a subsample would understate). The other per-update
+#: columns (wall time, whose total summary.json keeps; critic loss, norms, cosines, episode
+#: length, log-probability, entropy, ...) enter the pages at most as binned curves or medians;
+#: they are kept on every k-th update (k the smallest
 #: that leaves at most :data:`PACKED_DIAGNOSTIC_ROWS` of them) and on the last, at
 #: :data:`PACKED_DIGITS` significant digits, and left empty (read back as NaN) on the others.
 PACKED_FULL_COLUMNS = frozenset({
-    "timesteps", "wall_time", "update_time", "episode_return_mean", "episodes", "steps",
+    "timesteps", "update_time", "episode_return_mean", "episodes", "steps",
     "kl", "damping", "ls_accepted", "tr_scale",
     "nonfinite_actor_updates", "nonfinite_critic_updates", "nonfinite_transitions"})
-PACKED_DIAGNOSTIC_ROWS = 250
+PACKED_DIAGNOSTIC_ROWS = 100
 PACKED_DIGITS = 3
 
 
