@@ -31,7 +31,7 @@ from natpg.policies import Agent
 from natpg.rollout import RewardScaler
 from natpg.vector_env import VectorEnv
 
-__all__ = ["TrainState", "Components", "CHECKPOINT_FORMAT", "COUNTERS"]
+__all__ = ["TrainState", "Components", "CHECKPOINT_FORMAT", "COUNTERS", "anneal_factor"]
 
 #: The checkpoint layout written by :meth:`TrainState.to_checkpoint`; older ones are refused.
 CHECKPOINT_FORMAT = 2
@@ -56,6 +56,11 @@ def clone_state(obj: Any, device: str | torch.device | None = None) -> Any:
     if obj is None or type(obj) in (int, float, str, bool):
         return obj
     return copy.deepcopy(obj)
+
+
+def anneal_factor(k: int, num_updates: int) -> float:
+    """The linear schedule of ``anneal_lr`` and ``anneal_kl``: 1 at the first update, towards 0 at the last."""
+    return 1.0 - k / num_updates
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,7 @@ class TrainState:
             # where it has one) from their initial value towards 0 at the last update.
             optimizers = [critic_optimizer] + [o for o in [getattr(rule, "optimizer", None)] if isinstance(o, torch.optim.Optimizer)]
             num_updates = state.num_updates
-            state.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda k: 1.0 - k / num_updates) for o in optimizers]
+            state.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda k: anneal_factor(k, num_updates)) for o in optimizers]
         return state
 
     def record_faults(self, actor_fault: str | None, critic_fault: str | None) -> list[str]:

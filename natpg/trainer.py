@@ -41,7 +41,7 @@ from natpg.methods.base import PolicyBatch
 from natpg.policies import Agent
 from natpg.rollout import Rollout, collect, gae
 from natpg.runlog import RunLog
-from natpg.train_state import Components, TrainState, clone_state
+from natpg.train_state import Components, TrainState, anneal_factor, clone_state
 
 __all__ = ["TrainResult", "TrainingStopped", "Terminated", "train", "final_return"]
 
@@ -248,7 +248,7 @@ def _train(config: TrainConfig, log: RunLog, checkpoint: dict[str, Any] | None, 
     try:
         for k in range(state.timesteps // T, state.num_updates):
             if config.anneal_kl and max_kl is not None:
-                state.rule.max_kl = max_kl * (1.0 - k / state.num_updates)  # anneal_lr's schedule
+                state.rule.max_kl = max_kl * anneal_factor(k, state.num_updates)
             # 1. Roll out T transitions with a frozen numpy copy of natpg's MLP policy (any
             # other actor acts through torch, without gradients).
             rollout = collect(state.env, rollout_policy(state.agent, state.env.spec.action_space), T // N, state.rng)
