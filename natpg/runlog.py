@@ -204,7 +204,7 @@ PACKED_FULL_COLUMNS = frozenset({
     "timesteps", "update_time", "episode_return_mean", "episodes", "steps",
     "kl", "damping", "ls_accepted", "tr_scale",
     "nonfinite_actor_updates", "nonfinite_critic_updates", "nonfinite_transitions"})
-PACKED_DIAGNOSTIC_ROWS = 100
+PACKED_DIAGNOSTIC_ROWS = 50
 PACKED_DIGITS = 3
 
 
