@@ -106,17 +106,28 @@ def fisher_vector_product(
     with torch.enable_grad():
         outputs = distribution_parameters(actor.distribution(obs))
         metric = _metric(outputs, obs.shape[0])
+        # An output that no trainable parameter reaches (a frozen log-std, say) has J = 0: it
+        # takes no part in the products below (autograd refuses outputs without a graph).
+        live = [i for i, o in enumerate(outputs) if o.requires_grad]
         # Jᵀu is linear in u, so the graph of u ↦ Jᵀu, built once at u = 0, gives J v for any v
         # by one more backward pass (reverse-over-reverse JVP; much cheaper here than forward
         # mode through torch.func, whose per-call overhead dominates for small MLPs).
-        dummies = [torch.zeros_like(o, requires_grad=True) for o in outputs]
-        pulled = torch.autograd.grad(outputs, params, dummies, create_graph=True, allow_unused=True)
+        dummies = [torch.zeros_like(outputs[i], requires_grad=True) for i in live]
+        pulled = torch.autograd.grad([outputs[i] for i in live], params, dummies, create_graph=True,
+                                     allow_unused=True) if live else [None] * len(params)
         pulled_flat = flatten([torch.zeros_like(p) if g is None else g for p, g in zip(params, pulled)])
 
     def matvec(v: Tensor) -> Tensor:
-        pushed = torch.autograd.grad(pulled_flat, dummies, v.to(pulled_flat.dtype), retain_graph=True, allow_unused=True)
-        pushed = tuple(torch.zeros_like(o) if j is None else j for o, j in zip(outputs, pushed))
-        grads = torch.autograd.grad(outputs, params, metric(pushed), retain_graph=True, allow_unused=True)
+        if not pulled_flat.requires_grad:  # no trainable parameter reaches the distribution: F = 0
+            return damping * v.to(pulled_flat.dtype)
+        pushed = [torch.zeros_like(o) for o in outputs]
+        for i, j in zip(live, torch.autograd.grad(pulled_flat, dummies, v.to(pulled_flat.dtype), retain_graph=True,
+                                                  allow_unused=True)):
+            if j is not None:
+                pushed[i] = j
+        weighted = metric(tuple(pushed))
+        grads = torch.autograd.grad([outputs[i] for i in live], params, [weighted[i] for i in live], retain_graph=True,
+                                    allow_unused=True)
         out = flatten([torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]).detach()
         return out + damping * v if damping else out
 

@@ -82,8 +82,20 @@ class TiedActor(nn.Module):
         return Independent(Normal(mean, self.log_std.exp()), 1)
 
 
+class FrozenActor(CleanRLActor):
+    """CleanRL's actor with its input layer and its log-std frozen (``requires_grad=False``), as
+    a user fine-tunes the head of a pretrained policy or fixes the exploration noise: the
+    rules see only the trainable parameters, and no gradient reaches the std."""
+
+    def __init__(self):
+        super().__init__()
+        for p in (*self.actor_mean[0].parameters(), self.actor_logstd):
+            p.requires_grad_(False)
+
+
 KINDS = {
     "cleanrl": CleanRLActor,
+    "frozen": FrozenActor,
     "layernorm": LayerNormActor,
     "shared-linear": SharedLinearActor,
     "conv": ConvActor,

@@ -138,3 +138,33 @@ def test_fvp_does_not_change_parameters_or_grads():
     matvec(torch.ones_like(before))
     assert torch.equal(flatten([p.detach() for p in _params(actor)]), before)
     assert all(p.grad is None for p in _params(actor))
+
+
+def test_fvp_with_frozen_std_is_the_mean_part_of_the_fisher():
+    """A frozen log-std has J_σ = 0: F = (1/B) Σ Jμᵀ diag(1/σ²) Jμ over the trainable parameters,
+    which is also the KL Hessian."""
+    actor = tiny_actor("gaussian")
+    actor.log_std.value.requires_grad_(False)
+    obs, _, _ = tiny_batch(actor, n=6)
+    params = _params(actor)
+    d = sum(p.numel() for p in params)
+    dist = actor.distribution(obs).base_dist
+    mean, std = dist.loc, dist.scale.detach()
+    explicit = sum(torch.outer(j, j) / std[i, k] ** 2
+                   for i in range(mean.shape[0]) for k in range(mean.shape[1])
+                   for j in [_grad(mean[i, k], params)]) / obs.shape[0]
+    fvp = dense_fvp(fisher_vector_product(actor, obs), d)
+    torch.testing.assert_close(fvp, explicit.detach(), rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(fvp, kl_hessian(actor, obs), rtol=1e-9, atol=1e-11)
+
+    # Only the log-std trainable: F = 2·I on it (the std's metric 2/σ² times dσ/dlogσ = σ, squared).
+    actor.net.requires_grad_(False)
+    actor.log_std.value.requires_grad_(True)
+    v = torch.arange(1.0, actor.log_std.value.numel() + 1, dtype=torch.float64)
+    torch.testing.assert_close(fisher_vector_product(actor, obs, damping=0.5)(v), 2.5 * v)
+    # Nothing trainable reaches the distribution (a spare parameter only): F = 0, damping left.
+    actor.log_std.value.requires_grad_(False)
+    actor.spare = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    u = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
+    torch.testing.assert_close(fisher_vector_product(actor, obs, damping=0.5)(u), 0.5 * u)
+    torch.testing.assert_close(fisher_vector_product(actor, obs)(u), torch.zeros_like(u))
