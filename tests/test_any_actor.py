@@ -77,8 +77,10 @@ def test_every_rule_updates_every_actor_kind(name, kind):
     obs, actions, adv = make_batch(kind, actor, n=16)
     rule = methods.make(name, actor)
     before = _flat(actor)
+    frozen = [(p, p.detach().clone()) for p in actor.parameters() if not p.requires_grad]
     info = rule.update(PolicyBatch(obs, actions, adv))  # diagnostics on (trpo included)
     after = _flat(actor)
+    assert all(torch.equal(p, value) for p, value in frozen), f"{name} moved a frozen parameter"
     assert torch.isfinite(after).all()
     assert all(v == v for v in info.values()), info  # no NaN diagnostics
     if name != "trpo" or info["ls_accepted"]:

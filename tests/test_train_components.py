@@ -116,6 +116,20 @@ def test_module_instances_and_gaussian_actor():
     assert action.shape == (1,) and -2 <= action[0] <= 2
 
 
+@pytest.mark.parametrize("method", ["trpo", "smac", "kfac"])
+def test_frozen_parameters_stay_frozen_through_training(method):
+    """A fixed log-std (requires_grad=False): the exact-Fisher step (trpo, the shared trust region
+    of smac and kfac) trains the mean and leaves the std alone."""
+    env = gym.make("Pendulum-v1")
+    actor = CleanRLGaussian(env.observation_space, env.action_space)
+    actor.actor_logstd.requires_grad_(False)
+    std, mean = actor.actor_logstd.detach().clone(), actor.actor_mean[0].weight.detach().clone()
+    result = natpg.train(env, method, 512, actor=actor, **TINY)
+    assert torch.equal(actor.actor_logstd.detach(), std)
+    assert not torch.equal(actor.actor_mean[0].weight.detach(), mean)
+    assert result.summary["status"] == "completed"
+
+
 def test_natpg_mlps_keep_the_numpy_rollout():
     result = natpg.train("CartPole-v1", "ac-adam", 256, **TINY)
     assert isinstance(rollout_policy(result.agent, gym.spaces.Discrete(2)), NumpyPolicy)
