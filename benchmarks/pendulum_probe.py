@@ -12,7 +12,9 @@ interface (natpg's own GaussianActor, 64-64 tanh, log-std -0.5, as the recipe bu
   std collapses before the mean learns (with the defaults, smac's policy entropy falls from 0.93
   to 0.05 over 500k steps).
 
-Each line of the output is one run: method, probe, seed and final return (summary.json's).
+Each line of the output (JSON lines) is one run: method, probe, seed, final return (summary.json's),
+wall time, date and machine; ``runs.md`` beside it is the table of them (rewritten from all the
+lines after every run; ``--table-only`` rewrites it alone).
 
     nice -n 15 python benchmarks/pendulum_probe.py --methods ac-sgd --probes gain1 fixed-std --seeds 0 1 2 \
         --out benchmarks/results/pendulum-probe/runs.jsonl
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,6 +57,32 @@ def make_actor(probe: str, seed: int):
     return factory
 
 
+def write_table(out: Path) -> Path:
+    """``runs.md`` beside ``out``: mean ± sample std of the final return per (method, probe)."""
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["probe"]), []).append(r)
+    lines = ["# Pendulum-v1 probes of the gradient-like rules", "",
+             "Written by `benchmarks/pendulum_probe.py` from `runs.jsonl` (see the script's docstring for the probes",
+             "and the command). Final return: mean of the training episodes that ended in the last 10% of the steps.", "",
+             "| method | probe | steps | seeds | final return | per seed | wall time (s) |", "|---|---|---|---|---|---|---|"]
+    for (method, probe), g in groups.items():
+        g.sort(key=lambda r: r["seed"])
+        values = [r["final_return"] for r in g]
+        cell = f"{values[0]:.1f}" if len(values) == 1 else f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+        seeds = ", ".join(f"{r['seed']}: {r['final_return']:.1f}" for r in g)
+        wall = statistics.mean(r["wall_time"] for r in g)
+        lines.append(f"| `{method}` | `{probe}` | {g[0]['steps']} | {len(g)} | {cell} | {seeds} | {wall:.0f} |")
+    machines = sorted({f"{r['machine']['cpu_model']}, {r['machine']['cpu_count']} CPUs, torch {r['machine']['torch']}, "
+                       f"natpg {r['machine']['natpg_commit'][:7]}" for r in rows})
+    dates = sorted(r["date"][:10] for r in rows)
+    lines += ["", f"Machine: {'; '.join(machines)}; {dates[0]} to {dates[-1]}; other sweeps shared the cores.", ""]
+    table = out.with_name("runs.md")
+    table.write_text("\n".join(lines))
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="+", default=["ac-sgd"])
@@ -61,7 +90,11 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--table-only", action="store_true", help="only rewrite runs.md from --out")
     args = parser.parse_args()
+    if args.table_only:
+        print(write_table(args.out))
+        return
     args.out.parent.mkdir(parents=True, exist_ok=True)
     done = set()
     if args.out.exists():  # resume: skip the runs already written
@@ -82,6 +115,7 @@ def main() -> None:
                 with args.out.open("a") as f:
                     f.write(json.dumps(row) + "\n")
                 print(json.dumps(row), flush=True)
+                write_table(args.out)
 
 
 if __name__ == "__main__":
