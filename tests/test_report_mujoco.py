@@ -155,3 +155,29 @@ def test_step_size_table_pools_the_updates_of_every_seed(tmp_path):
     assert float(rows[0]["kl_median"]) == pytest.approx(0.004) and float(rows[0]["kl_max"]) == pytest.approx(0.009)
     assert float(rows[0]["accepted_fraction"]) == pytest.approx(0.75) and float(rows[0]["tr_scale_median"]) == pytest.approx(2.5)
     assert "| Hopper-v5 | `smac` | 2 | 3 |" in md
+    assert rows[0]["backtracked_fraction"] == "nan" and "| 0.750 | – | – | 2.50 |" in md  # no line-search columns
+
+
+def test_step_size_table_measures_the_line_search_against_the_quadratic_model(tmp_path):
+    """backtracked: share of the accepted steps (f > 0) shorter than the full one; KL ÷ f²δ: the
+    realised KL of the accepted step over f²δ, δ the run's max_kl, or the update's own with
+    --anneal-kl (a max_kl column). Rejected and thinned-out rows (NaN) take no part."""
+    from natpg.bench.report import Run
+    from natpg.bench.report.tables import step_size_table
+
+    nan = float("nan")
+    fixed = Run("Hopper-v5", "smac", 0, tmp_path, "done", config={"method_kwargs": {"max_kl": 0.01}})
+    fixed._metrics = {"kl": np.array([0.0099, 0.0064, 0.0, 0.0063]), "ls_accepted": np.array([1.0, 1.0, 0.0, 1.0]),
+                      "backtracks": np.array([0.0, 1.0, 10.0, nan]), "step_fraction": np.array([1.0, 0.8, 0.0, nan]),
+                      "ls_kl": np.array([0.0099, 0.0064, 0.0, nan])}
+    annealed = Run("Hopper-v5", "smac", 1, tmp_path, "done", config={"method_kwargs": {"max_kl": 0.01}})
+    annealed._metrics = {"kl": np.array([0.0025]), "ls_accepted": np.array([1.0]), "backtracks": np.array([2.0]),
+                         "step_fraction": np.array([0.64]), "ls_kl": np.array([0.0025 * 1.02]),
+                         "max_kl": np.array([0.0025 / 0.64 ** 2])}
+    _, text = step_size_table([fixed, annealed])
+    (row,) = list(csv.DictReader(io.StringIO(text)))
+    assert float(row["backtracked_fraction"]) == pytest.approx(2 / 3)
+    # ratios 0.99 (full step), 1.0 (0.0064 / (0.64 · 0.01)), 1.02 (annealed radius): median 1.0
+    assert float(row["kl_over_model_median"]) == pytest.approx(1.0)
+    alone = step_size_table([annealed])[1]
+    assert float(next(csv.DictReader(io.StringIO(alone)))["kl_over_model_median"]) == pytest.approx(1.02)

@@ -148,8 +148,11 @@ def status_table(runs: list[Run]) -> str:
 def step_size_table(runs: list[Run]) -> tuple[str, str] | None:
     """``step_size.md`` / ``.csv``: how long the actor's steps were, per env × method, pooled over
     the updates of every completed seed: median and max realised KL(π_old‖π_new) on the batch,
-    the fraction of updates the line search accepted (trust-region rules and TRPO) and the
-    median scale β of the trust region relative to the rule's own step."""
+    the fraction of updates the line search accepted (trust-region rules and TRPO), the fraction of
+    the accepted ones that backtracked, the median of ``ls_kl / (f² δ)`` (the realised KL of the
+    accepted step over what the quadratic model gives a step of fraction f of the full one: 1 where
+    the model is exact) and the median scale β of the trust region relative to the rule's own step.
+    The last three come from the packed rows that keep the line search's diagnostics."""
     done = [r for r in runs if r.status == "done" and "kl" in r.metrics()]
     if not done:
         return None
@@ -168,15 +171,47 @@ def step_size_table(runs: list[Run]) -> tuple[str, str] | None:
                 continue
             acc = float(np.nanmean(accepted)) if accepted.size else math.nan
             beta = float(np.nanmedian(scale)) if scale.size else math.nan
+            backtracked, model_ratio = _line_search_shape(group)
             med, top = float(np.median(kl)), float(np.max(kl))
             rows.append([env, f"`{m}`", str(len(group)), str(kl.size), f"{med:#.3g}", f"{top:#.3g}",
-                         "–" if math.isnan(acc) else fmt(acc, 3), "–" if math.isnan(beta) else f"{beta:#.3g}"])
-            csv_rows.append([env, m, len(group), kl.size, med, top, acc, beta])
+                         "–" if math.isnan(acc) else fmt(acc, 3), "–" if math.isnan(backtracked) else fmt(backtracked, 2),
+                         "–" if math.isnan(model_ratio) else f"{model_ratio:.3f}", "–" if math.isnan(beta) else f"{beta:#.3g}"])
+            csv_rows.append([env, m, len(group), kl.size, med, top, acc, backtracked, model_ratio, beta])
     md = ("Realised KL(π_old‖π_new) per actor update on its batch, pooled over the updates of the completed seeds "
           "(3 significant digits); *accepted*: fraction of updates whose line search found a step (trust-region rules "
-          "and TRPO); *β*: median scale of the trust-region step relative to the rule's own step (> 1 lengthens it).\n\n"
-          + md_table(["env", "method", "seeds", "updates", "median KL", "max KL", "accepted", "β"], rows))
-    return md, csv_text(["env", "method", "seeds", "updates", "kl_median", "kl_max", "accepted_fraction", "tr_scale_median"], csv_rows)
+          "and TRPO); *backtracked*: fraction of the accepted steps shorter than the full one; *KL ÷ f²δ*: median "
+          "realised KL of the accepted step over f²δ, f its fraction of the full step (1: the quadratic model of the "
+          "full step, ½ dᵀFd = δ, is exact; TRPO scales with F + damping·I, so lands below); these two over the "
+          "updates whose line-search diagnostics the packed metrics keep; *β*: median scale of the trust-region step "
+          "relative to the rule's own step (> 1 lengthens it).\n\n"
+          + md_table(["env", "method", "seeds", "updates", "median KL", "max KL", "accepted", "backtracked", "KL ÷ f²δ", "β"],
+                     rows))
+    return md, csv_text(["env", "method", "seeds", "updates", "kl_median", "kl_max", "accepted_fraction",
+                         "backtracked_fraction", "kl_over_model_median", "tr_scale_median"], csv_rows)
+
+
+def _line_search_shape(group: list[Run]) -> tuple[float, float]:
+    """(fraction of accepted steps that backtracked, median ``ls_kl / (f² δ)``) over the updates of
+    ``group`` whose line-search columns are present; NaN where there are none. δ is the update's
+    own radius (the ``max_kl`` column with ``--anneal-kl``), else the run's ``max_kl``."""
+    backtracked, ratios = [], []
+    for r in group:
+        cols = r.metrics()
+        if not {"backtracks", "ls_kl", "step_fraction"} <= cols.keys():
+            continue
+        delta = cols.get("max_kl")
+        if delta is None:
+            radius = (r.config.get("method_kwargs") or {}).get("max_kl")
+            if radius is None:
+                continue
+            delta = np.full_like(cols["ls_kl"], float(radius))
+        f, kl, back = cols["step_fraction"], cols["ls_kl"], cols["backtracks"]
+        taken = np.isfinite(f) & (f > 0) & np.isfinite(kl) & np.isfinite(back)
+        backtracked.append(back[taken] > 0)
+        ratios.append(kl[taken] / (f[taken] ** 2 * delta[taken]))
+    if not backtracked or not np.concatenate(backtracked).size:
+        return math.nan, math.nan
+    return float(np.mean(np.concatenate(backtracked))), float(np.median(np.concatenate(ratios)))
 
 
 def commands(dirs: list[Path]) -> str:
