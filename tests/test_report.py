@@ -238,7 +238,17 @@ def test_page_facts_name_the_best_rows_their_wall_times_and_the_published_number
     for seed, wall in enumerate((100.0, 140.0)):
         path = tmp_path / "s" / "Hopper-v5" / "trpo" / f"seed{seed}" / "summary.json"
         path.write_text(json.dumps({**json.loads(path.read_text()), "wall_time": wall}))
+    _run(tmp_path / "s", "Hopper-v5", "kfac", 0, 900.0, 1_000_000)
     facts = page.facts("m", build_report([tmp_path / "s"]))
+    assert facts["m.seed_range.Hopper-v5"] == "1–2"
+    assert facts["m.cell.Hopper-v5.kfac"] == "900.0 (1 seed, partial)"
+    _run(tmp_path / "s", "Ant-v5", "kfac", 0, 1000.0, 1_000_000)
+    facts = page.facts("m", build_report([tmp_path / "s"]))
+    assert facts["m.cell.Ant-v5.trpo"] == "not run yet" and "m.return.Ant-v5.trpo" not in facts
+    assert facts["m.timed.Ant-v5.trpo"] == "not run yet" and facts["m.versus.Ant-v5.trpo.kfac"] == "–"
+    assert facts["m.timed.Hopper-v5.trpo"] == "3200 ± 283, 120 s"
+    assert facts["m.cell.Hopper-v5.trpo"] == facts["m.return.Hopper-v5.trpo"] == "3200 ± 283"
+    assert sorted(facts["m.labels.Hopper-v5"].split(", ")) == ["`kfac`", "`sb3-trpo-zoo`", "`smac`", "`trpo`"]
     assert facts["m.best.Hopper-v5"] == "3200 ± 283 `trpo` (2 seeds)"
     assert facts["m.best_sb3.Hopper-v5"] == "2300 ± 424 `sb3-trpo-zoo` (2 seeds)"
     assert facts["m.wall_time.Hopper-v5.trpo"] == "120"

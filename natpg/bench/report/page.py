@@ -90,15 +90,20 @@ def facts(name: str, rep: Report) -> dict[str, str]:
     * every section of the report by its file name: ``table1``, ``verdicts``, ``smac_vs``, …;
     * ``return.ENV.LABEL`` (mean ± std, or the mean of one seed; without a completed
       run, what became of the runs: ``– (3 failed)``, ``– (1 unfinished)``), ``mean.``, ``seeds.``, ``budget.``,
-      ``run.ENV.LABEL.seedN`` (one run's final return), ``paper.ENV.METHOD`` (the paper's Table 1);
+      ``run.ENV.LABEL.seedN`` (one run's final return), ``cell.ENV.LABEL`` (the return,
+      with ``(N seeds, partial)`` below the set's largest seed count; ``not run yet`` for a label
+      the set ran on other tasks only), ``timed.ENV.LABEL`` (the cell and its mean wall time), ``paper.ENV.METHOD`` (the paper's Table 1);
     * ``verdict.ENV.METHOD`` (against the paper) and ``vs.ENV.OTHER`` (SMAC against OTHER), and the
       tasks of each verdict: ``tasks.WORD.METHOD`` and ``vs_tasks.OTHER.WORD`` (words with dashes:
       ``does-not-reproduce``, ``no-significant-difference``);
     * ``best.ENV`` / ``best_sb3.ENV`` (the best natpg rule / SB3 row, as ``anchors.md`` shows it),
       ``anchor.ENV.SOURCE.ALGORITHM`` (a published number: ``anchor.Hopper-v5.tianshou.trpo``);
     * ``rank1.ENV.damping`` / ``.removed`` (a percentage) / ``.cosine``;
-    * ``versus.ENV.A.B``: label A against label B on ENV, by the rule (*inconclusive* below 3 seeds a side),
+    * ``versus.ENV.A.B``: label A against label B on ENV, by the rule (*inconclusive* below 3 seeds
+      a side, ``–`` where a side has no completed run),
       and ``best_versus.ENV.SB3LABEL``: the best natpg rule (``best.ENV``) against an SB3 row;
+    * ``seed_range.ENV``: the completed seeds per label on ENV (``3``, or ``1–3`` where labels
+      differ), and ``labels.ENV``: the labels with a completed run;
     * ``update_ms.ENV.LABEL``, ``steps_per_second.ENV.LABEL``, ``wall_time.ENV.LABEL`` (s, mean over the completed seeds);
     * ``runs``, ``done``, ``failed``, ``unfinished``, ``machine``, ``versions``, ``commits``, ``dates``.
 
@@ -110,11 +115,15 @@ def facts(name: str, rep: Report) -> dict[str, str]:
         out[f"{name}.{key}"] = value
 
     groups = final_returns(rep.runs)
+    target = max([planned_seeds(rep.dirs), *(g.seeds for g in groups.values())])  # below it, a row is partial
     for (env, label), g in groups.items():
         if not g.seeds:  # no completed run: say what became of them
             put(f"return.{env}.{label}", f"– ({g.not_counted()})")
+            put(f"cell.{env}.{label}", f"– ({g.not_counted()})")
         else:
             put(f"return.{env}.{label}", fmt(g.mean) if g.std is None else cell(g.mean, g.std))
+            partial = f" ({g.seeds} seed{'s' if g.seeds > 1 else ''}, partial)" if g.seeds < target else ""
+            put(f"cell.{env}.{label}", out[f"{name}.return.{env}.{label}"] + partial)
             put(f"mean.{env}.{label}", fmt(g.mean))
             put(f"budget.{env}.{label}", steps_text(g.budget) if g.budget else "–")
             for seed, value in g.by_seed.items():
@@ -127,6 +136,19 @@ def facts(name: str, rep: Report) -> dict[str, str]:
             put(f"steps_per_second.{env}.{label}", fmt(sum(g.steps_per_second) / len(g.steps_per_second), 0))
         if g.wall_times:
             put(f"wall_time.{env}.{label}", fmt(sum(g.wall_times) / len(g.wall_times), 0))
+    labels = {lab for _, lab in groups}
+    for env in {e for e, _ in groups}:  # a label that ran on other tasks of the set but not on this one
+        for label in labels:
+            out.setdefault(f"{name}.cell.{env}.{label}", "not run yet")
+            wall = out.get(f"{name}.wall_time.{env}.{label}")
+            put(f"timed.{env}.{label}", out[f"{name}.cell.{env}.{label}"] + (f", {wall} s" if wall else ""))
+    per_env: dict[str, list[tuple[str, int]]] = {}
+    for (env, label), g in groups.items():
+        per_env.setdefault(env, []).append((label, g.seeds))
+    for env, rows in per_env.items():
+        counts = sorted({n for _, n in rows})
+        put(f"seed_range.{env}", str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}")
+        put(f"labels.{env}", ", ".join(f"`{label}`" for label, n in rows if n) or "none")
     verdicts: dict[tuple[str, str, str], str] = {}  # (env, A, B) → A against B
     for (env, a), ga in groups.items():
         for (env_b, b), gb in groups.items():
@@ -134,12 +156,18 @@ def facts(name: str, rep: Report) -> dict[str, str]:
             if v is not None:
                 verdicts[env, a, b] = v.text()
                 put(f"versus.{env}.{a}.{b}", v.text())
-    best = anchors.best_rows(groups, max([planned_seeds(rep.dirs), *(g.seeds for g in groups.values())]))
+    best = anchors.best_rows(groups, target)
+    for env in {e for e, _ in groups}:  # no test where a side has no completed run
+        for a in labels:
+            for b in labels - {a}:
+                out.setdefault(f"{name}.versus.{env}.{a}.{b}", "–")
     for env, row in best[False].items():
         put(f"best.{env}", anchors.ours_cell(row))
         for (env_v, a, other), text in verdicts.items():  # the best natpg rule against every SB3 row
             if env_v == env and a == row.label and anchors.is_sb3(other):
                 put(f"best_versus.{env}.{other}", text)
+        for other in filter(anchors.is_sb3, labels):
+            out.setdefault(f"{name}.best_versus.{env}.{other}", "–")
     for env, row in best[True].items():
         put(f"best_sb3.{env}", anchors.ours_cell(row))
     for key, value in anchors.anchor_cells().items():
