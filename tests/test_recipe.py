@@ -83,6 +83,37 @@ def test_trust_region_keeps_the_parameters_when_no_trial_improves(monkeypatch):
     assert torch.equal(_flat(actor), before)
 
 
+@pytest.mark.parametrize("name", ["smac", "trpo"])
+def test_kl_accept_takes_the_full_step_that_lands_a_little_past_the_radius(name, monkeypatch):
+    """With the realised KL read 1.2× too high, the strict test (KL ≤ δ) backtracks the full step;
+    ``kl_accept=1.5`` accepts it whole, and the parameters move by the same full step."""
+    from natpg.methods import trust_region
+
+    evaluate = trust_region._evaluate
+    monkeypatch.setattr(trust_region, "_evaluate", lambda *a: (evaluate(*a)[0], 1.2 * evaluate(*a)[1]))
+    if name == "trpo":
+        from natpg.methods import cg
+
+        monkeypatch.setattr(cg, "line_search", trust_region.line_search)
+    steps, infos = [], []
+    for accept in (1.0, 1.5):
+        actor = tiny_actor("gaussian")
+        obs, actions, adv = tiny_batch(actor, n=16)
+        before = _flat(actor)
+        infos.append(methods.make(name, actor, max_kl=1e-3, kl_accept=accept).update(PolicyBatch(obs, actions, adv)))
+        steps.append(_flat(actor) - before)
+    strict, loose = infos
+    assert strict["ls_accepted"] == loose["ls_accepted"] == 1.0
+    assert strict["backtracks"] >= 1 and strict["ls_kl"] <= 1e-3
+    assert loose["backtracks"] == 0 and loose["step_fraction"] == 1.0 and 1e-3 < loose["ls_kl"] <= 1.5e-3
+    torch.testing.assert_close(steps[0], strict["step_fraction"] * steps[1], rtol=1e-7, atol=1e-12)
+
+
+def test_kl_accept_below_one_is_refused():
+    with pytest.raises(ValueError, match="kl_accept"):
+        methods.make("smac", tiny_actor("gaussian"), max_kl=1e-3, kl_accept=0.9)
+
+
 @pytest.mark.parametrize("name", TRUST_REGION_RULES)
 def test_every_rule_takes_the_trust_region(name):
     actor = tiny_actor("gaussian")

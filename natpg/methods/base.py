@@ -208,6 +208,7 @@ class UpdateRule(ABC):
         self.params = trainable_parameters(actor)
         self.lr = float(hp.lr)
         self.max_kl = None if hp.max_kl is None else float(hp.max_kl)
+        self.kl_accept = float(hp.kl_accept)
 
     @classmethod
     def hyperparameters(cls) -> dict[str, Any]:

@@ -155,6 +155,12 @@ class Hyperparameters:
         "KL(π_old‖π_new) ≈ δ and backtracked on the realised KL and the surrogate (None: the rule's own step)",
         range=dataclasses.replace(POSITIVE, optional=True),
     )
+    kl_accept: float = hyperparameter(
+        1.0,
+        help="the trust-region line search accepts a step whose realised KL is at most kl_accept × max_kl "
+        "(1: TRPO's test, KL ≤ δ; OpenAI Baselines' TRPO accepts up to 1.5 δ)",
+        range=Range("float", 1.0, words="a finite number ≥ 1"),
+    )
 
     def __post_init__(self) -> None:
         for f in fields(self):

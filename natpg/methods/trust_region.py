@@ -6,7 +6,10 @@ Fisher (:func:`natpg.fisher.fisher_vector_product`: one extra Fisher-vector prod
 update), and then shortened by a backtracking line search, ``β ← 0.8 β``, until the realised
 mean ``KL(π_old ‖ π_new)`` on the batch is at most ``δ`` and the surrogate ``mean(ratio · A)``
 strictly improves — the acceptance test of TRPO (Schulman et al. 2015). If no trial passes,
-the parameters stay where they were.
+the parameters stay where they were. ``kl_accept`` > 1 loosens the KL test to ``kl_accept · δ``
+(OpenAI Baselines' TRPO accepts up to 1.5 δ): the quadratic model of the full step is nearly
+exact, so with the strict test the full step fails by a hair on many updates and the first
+backtrack (0.64 δ) is taken instead.
 
 With this step the rules differ only in their *direction*: plain gradient (``ac-sgd``) at the
 same ``δ`` is the honest step-size control for every curvature method.
@@ -118,5 +121,6 @@ def constrain(rule, batch, step) -> dict[str, float]:
         info.update(rejected(0))
         return info
     old_surrogate = float(batch.advantages.mean())  # ratio = 1 at the old parameters
-    info.update(line_search(rule.actor, params, batch, old, beta * direction, rule.max_kl, old_dist, old_logp, old_surrogate))
+    info.update(line_search(rule.actor, params, batch, old, beta * direction, rule.max_kl * rule.kl_accept, old_dist, old_logp,
+                            old_surrogate))
     return info
