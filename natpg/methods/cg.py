@@ -125,8 +125,8 @@ class TRPO(UpdateRule):
             if beta is not None:
                 full_step = self.lr * beta * x
                 old = flatten([p.detach() for p in self.params]).clone()
-                search = line_search(self.actor, self.params, batch, old, full_step, self.max_kl * self.kl_accept, old_dist, old_logp,
-                                     old_surrogate, self.backtrack_iters, self.backtrack_ratio)
+                search = line_search(self.actor, self.params, batch, old, full_step, self.max_kl * self.kl_accept, old_dist,
+                                     old_logp, old_surrogate, self.backtrack_iters, self.backtrack_ratio)
                 info.update(search, expected_gain=search["step_fraction"] * float(torch.dot(grad, full_step)))
         if not info.get("ls_accepted"):
             self.rejected_updates += 1

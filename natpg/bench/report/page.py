@@ -92,7 +92,8 @@ def facts(name: str, rep: Report) -> dict[str, str]:
       run, what became of the runs: ``– (3 failed)``, ``– (1 unfinished)``), ``mean.``, ``seeds.``, ``budget.``,
       ``run.ENV.LABEL.seedN`` (one run's final return), ``cell.ENV.LABEL`` (the return,
       with ``(N seeds, partial)`` below the set's largest seed count; ``not run yet`` for a label
-      the set ran on other tasks only), ``timed.ENV.LABEL`` (the cell and its mean wall time), ``paper.ENV.METHOD`` (the paper's Table 1);
+      the set ran on other tasks only), ``timed.ENV.LABEL`` (the cell and its mean wall time),
+      ``paper.ENV.METHOD`` (the paper's Table 1);
     * ``verdict.ENV.METHOD`` (against the paper) and ``vs.ENV.OTHER`` (SMAC against OTHER), and the
       tasks of each verdict: ``tasks.WORD.METHOD`` and ``vs_tasks.OTHER.WORD`` (words with dashes:
       ``does-not-reproduce``, ``no-significant-difference``);
