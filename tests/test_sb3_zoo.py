@@ -137,7 +137,13 @@ def test_mujoco_suite_runs_natpg_defaults_against_the_zoo():
     natpg_rules = [m for m in suite.resolved_methods() if m not in suites.SB3_METHODS]
     assert natpg_rules == ["trpo", "kfac", "rat", "smac", "isopo-ntk", "ef-exact", "ac-sgd", "ac-adam"]
     assert set(natpg_rules) <= set(methods.available())
-    assert {"sb3-ppo-zoo", "sb3-trpo-zoo", "sb3-ppo", "sb3-trpo"} <= set(suite.resolved_methods())
+    assert {"sb3-ppo-zoo", "sb3-trpo-zoo"} <= set(suite.resolved_methods())
+    # the library-default rows live in one place, the paper-sb3 suite, at the same tasks, horizon and budget
+    assert not {"sb3-ppo", "sb3-trpo"} & set(suite.resolved_methods())
+    sb3 = suites.get_suite("paper-sb3")
+    shared = set(suite.envs) & set(sb3.envs)  # the paper has no Ant: no library-default row there
+    assert set(sb3.resolved_methods()) == {"sb3-ppo", "sb3-trpo"} and set(suite.envs) - shared == {"Ant-v5"}
+    assert all(sb3.steps_for(e) == 1_000_000 for e in shared)
     for rule in natpg_rules:  # preset None resolves for every rule: natpg's default recipe, the env's horizon
         config = resolve_config("Hopper-v5", rule, suite.preset, total_steps=1_000_000, seed=0)
         assert config.preset == "natpg" and config.max_episode_steps is None
