@@ -229,9 +229,11 @@ class TrainState:
                 continue
             old = saved.get(key, defaults.get(key))
             if key == "method_kwargs":
-                for k in sorted(set(value) | set(old or {})):
-                    if value.get(k) != (old or {}).get(k):
-                        diffs.append(f"{setting_value(k, value.get(k), quote=True)} (the run has {(old or {}).get(k)!r})")
+                # a hyperparameter added after the run started: the run had its default
+                old = {**methods.get(config.method).hyperparameters(), **(old or {})}
+                for k in sorted(set(value) | set(old)):
+                    if value.get(k) != old.get(k):
+                        diffs.append(f"{setting_value(k, value.get(k), quote=True)} (the run has {old.get(k)!r})")
             elif value != old:
                 diffs.append(f"{setting_value(key, value, quote=True)} (the run has {old!r})")
         if diffs:

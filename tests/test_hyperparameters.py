@@ -94,7 +94,14 @@ def test_an_integer_hyperparameter_may_be_zero(extra_rules):
         resolve_config("CartPole-v1", "test-warmup", "none", warmup=-1)
     config = resolve_config("CartPole-v1", "test-legacy", "none", warmup=0, max_kl=0.01)
     rule = methods.make("test-legacy", tiny_actor("categorical"), **config.method_kwargs)
-    assert rule.warmup == 0 and rule.max_kl == 0.01
+    assert rule.warmup == 0 and rule.max_kl == 0.01 and rule.kl_accept == 1.0
+    # the shared trust region's settings reach a rule written before they existed, checked as for any rule
+    rule = methods.make("test-legacy", tiny_actor("categorical"), max_kl=0.02, kl_accept=1.5)
+    assert (rule.max_kl, rule.kl_accept, rule.hp.max_kl, rule.hp.kl_accept) == (0.02, 1.5, 0.02, 1.5)
+    with pytest.raises(ValueError, match="kl_accept=1.5 needs a trust region"):
+        methods.make("test-legacy", tiny_actor("categorical"), kl_accept=1.5)
+    with pytest.raises(ValueError, match=r"max_kl must be a finite positive number \(or None\), got -1"):
+        methods.make("test-legacy", tiny_actor("categorical"), max_kl=-1)
     with pytest.raises(ValueError, match="warmup must be an integer, got 0.5"):
         resolve_config("CartPole-v1", "test-legacy", "none", warmup=0.5)
 

@@ -90,11 +90,8 @@ def test_kl_accept_takes_the_full_step_that_lands_a_little_past_the_radius(name,
     from natpg.methods import trust_region
 
     evaluate = trust_region._evaluate
+    # trpo's own step goes through the same line_search, which reads _evaluate from this module
     monkeypatch.setattr(trust_region, "_evaluate", lambda *a: (evaluate(*a)[0], 1.2 * evaluate(*a)[1]))
-    if name == "trpo":
-        from natpg.methods import cg
-
-        monkeypatch.setattr(cg, "line_search", trust_region.line_search)
     steps, infos = [], []
     for accept in (1.0, 1.5):
         actor = tiny_actor("gaussian")
@@ -109,9 +106,15 @@ def test_kl_accept_takes_the_full_step_that_lands_a_little_past_the_radius(name,
     torch.testing.assert_close(steps[0], strict["step_fraction"] * steps[1], rtol=1e-7, atol=1e-12)
 
 
-def test_kl_accept_below_one_is_refused():
+def test_kl_accept_below_one_or_without_a_trust_region_is_refused():
     with pytest.raises(ValueError, match="kl_accept"):
         methods.make("smac", tiny_actor("gaussian"), max_kl=1e-3, kl_accept=0.9)
+    # without max_kl the rule takes its own step: kl_accept would be recorded and change nothing
+    with pytest.raises(ValueError, match="kl_accept=1.5 needs a trust region: set max_kl as well"):
+        methods.make("ac-adam", tiny_actor("gaussian"), kl_accept=1.5)
+    with pytest.raises(ValueError, match="kl_accept=3 needs a trust region"):
+        resolve_config("Hopper-v5", "smac", "none", kl_accept=3.0)
+    assert methods.make("trpo", tiny_actor("gaussian"), kl_accept=1.5).kl_accept == 1.5  # trpo's own radius
 
 
 @pytest.mark.parametrize("name", TRUST_REGION_RULES)

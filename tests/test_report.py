@@ -253,6 +253,15 @@ def test_page_facts_name_the_best_rows_their_wall_times_and_the_published_number
     assert facts["m.best_sb3.Hopper-v5"] == "2300 ± 424 `sb3-trpo-zoo` (2 seeds)"
     assert facts["m.wall_time.Hopper-v5.trpo"] == "120"
     assert facts["m.anchor.Hopper-v5.sb3contrib.trpo"] == "3372 ± 215"  # natpg/bench/mujoco_1m_anchors.csv
+    # a failed seed is said in the cell, and a label whose runs all failed adds no seed count
+    for label, seed in (("kfac", 1), ("rat", 0)):
+        failed = tmp_path / "s" / "Hopper-v5" / label / f"seed{seed}"
+        failed.mkdir(parents=True)
+        (failed / "config.json").write_text(json.dumps({"env_id": "Hopper-v5", "total_steps": 1_000_000}))
+        (failed / "error.json").write_text(json.dumps({"error": "NonFiniteError"}))
+    facts = page.facts("m", build_report([tmp_path / "s"]))
+    assert facts["m.cell.Hopper-v5.kfac"] == "900.0 (1 seed, partial; 1 failed)"
+    assert facts["m.cell.Hopper-v5.rat"] == "– (1 failed)" and facts["m.seed_range.Hopper-v5"] == "1–2"
 
 
 def test_an_env_id_with_a_namespace_or_module_makes_a_flat_file_name():

@@ -181,3 +181,10 @@ def test_step_size_table_measures_the_line_search_against_the_quadratic_model(tm
     assert float(row["kl_over_model_median"]) == pytest.approx(1.0)
     alone = step_size_table([annealed])[1]
     assert float(next(csv.DictReader(io.StringIO(alone)))["kl_over_model_median"]) == pytest.approx(1.02)
+    # trpo's own step is lr · β · x: at lr 0.5 the model's KL of the full step is 0.25 δ
+    trpo = Run("Hopper-v5", "trpo", 0, tmp_path, "done",
+               config={"method": "trpo", "method_kwargs": {"max_kl": 0.01, "lr": 0.5}})
+    trpo._metrics = {"kl": np.array([0.00225]), "ls_accepted": np.array([1.0]), "backtracks": np.array([0.0]),
+                     "step_fraction": np.array([1.0]), "ls_kl": np.array([0.00225])}
+    (row,) = list(csv.DictReader(io.StringIO(step_size_table([trpo])[1])))
+    assert float(row["kl_over_model_median"]) == pytest.approx(0.9)

@@ -211,6 +211,22 @@ def test_resume_refuses_changed_settings(tmp_path, capsys):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 600
 
 
+def test_a_run_from_before_a_new_hyperparameter_resumes_at_its_default(tmp_path):
+    """A checkpoint written before a hyperparameter existed (here ``kl_accept``, absent from its
+    saved config) had that hyperparameter's default: resuming with the default continues the run
+    exactly; resuming with another value is refused, naming the default as the run's."""
+    kw = dict(seed=0, rollout_steps=200, hidden=(8,), critic_steps=2, anneal_lr=False)
+    natpg.train("CartPole-v1", "smac", total_steps=400, out=tmp_path / "whole", **kw)
+    natpg.train("CartPole-v1", "smac", total_steps=200, out=tmp_path / "run", **kw)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert state["config"]["method_kwargs"].pop("kl_accept") == 1.0 and state["config"]["method_kwargs"]["max_kl"]
+    torch.save(state, tmp_path / "run" / "checkpoint.pt")
+    with pytest.raises(ValueError, match=r"different settings: kl_accept=1.5 \(the run has 1.0\)"):
+        natpg.train("CartPole-v1", "smac", total_steps=400, out=tmp_path / "run", resume=True, kl_accept=1.5, **kw)
+    natpg.train("CartPole-v1", "smac", total_steps=400, out=tmp_path / "run", resume=True, **kw)
+    assert_same_run(tmp_path / "whole", tmp_path / "run")
+
+
 def test_checkpoint_holds_the_full_training_state(tmp_path):
     import torch
 

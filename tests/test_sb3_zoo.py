@@ -138,7 +138,7 @@ def test_mujoco_suite_runs_natpg_defaults_against_the_zoo():
     assert natpg_rules == ["trpo", "kfac", "rat", "smac", "isopo-ntk", "ef-exact", "ac-sgd", "ac-adam"]
     assert set(natpg_rules) <= set(methods.available())
     assert {"sb3-ppo-zoo", "sb3-trpo-zoo"} <= set(suite.resolved_methods())
-    # the library-default rows live in one place, the paper-sb3 suite, at the same tasks, horizon and budget
+    # the library-default rows live in one place, the paper-sb3 suite, at the same tasks and budget
     assert not {"sb3-ppo", "sb3-trpo"} & set(suite.resolved_methods())
     sb3 = suites.get_suite("paper-sb3")
     shared = set(suite.envs) & set(sb3.envs)  # the paper has no Ant: no library-default row there

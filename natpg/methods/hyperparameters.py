@@ -172,6 +172,8 @@ class Hyperparameters:
     def check(self) -> None:
         """Relations between fields (each field is already valid on its own); a subclass that
         adds some calls ``super().check()``."""
+        if self.kl_accept != 1.0 and self.max_kl is None:  # it would be recorded, yet change nothing
+            raise ValueError(f"kl_accept={self.kl_accept:g} needs a trust region: set max_kl as well")
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from natpg._messages import did_you_mean
@@ -36,8 +37,8 @@ def build(cls: type["UpdateRule"], actor, **hyperparameters: Any) -> "UpdateRule
     """``cls(actor, **hyperparameters)``. A rule written the old way, whose ``__init__`` names
     its keyword-only hyperparameters and forwards nothing else (no ``**kwargs``), is given only
     the ones it names: an inherited one it does not name must be at its default, except the
-    shared trust region's ``max_kl``, which is set after construction, so that a user's rule
-    written before it existed keeps working."""
+    shared trust region's ``max_kl`` and ``kl_accept``, which are set after construction, so that
+    a user's rule written before they existed keeps working."""
     import inspect
 
     from natpg.methods.hyperparameters import hyperparameter_class
@@ -46,16 +47,16 @@ def build(cls: type["UpdateRule"], actor, **hyperparameters: Any) -> "UpdateRule
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return cls(actor, **hyperparameters)
     named = {k: v for k, v in hyperparameters.items() if k in params}
-    max_kl = hyperparameters.get("max_kl") if "max_kl" not in params else None
+    after = {k: hyperparameters[k] for k in ("max_kl", "kl_accept") if k in hyperparameters and k not in params}
     defaults = hyperparameter_class(cls).defaults()
-    ignored = sorted(k for k, v in hyperparameters.items() if k not in params and k != "max_kl" and v != defaults.get(k))
+    ignored = sorted(k for k, v in hyperparameters.items() if k not in params and k not in after and v != defaults.get(k))
     if ignored:
         raise ValueError(f"{cls.name or cls.__name__}.__init__ does not take {', '.join(ignored)}")
     rule = cls(actor, **named)
-    if max_kl is not None:
-        from natpg.linalg import check_positive
-
-        rule.max_kl = check_positive("max_kl", max_kl)
+    if after:  # checked as the rule's dataclass checks them (ranges and relations), then set
+        rule.hp = dataclasses.replace(rule.hp, **after)
+        rule.max_kl = None if rule.hp.max_kl is None else float(rule.hp.max_kl)
+        rule.kl_accept = float(rule.hp.kl_accept)
     return rule
 
 

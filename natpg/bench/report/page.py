@@ -123,7 +123,9 @@ def facts(name: str, rep: Report) -> dict[str, str]:
             put(f"cell.{env}.{label}", f"– ({g.not_counted()})")
         else:
             put(f"return.{env}.{label}", fmt(g.mean) if g.std is None else cell(g.mean, g.std))
-            partial = f" ({g.seeds} seed{'s' if g.seeds > 1 else ''}, partial)" if g.seeds < target else ""
+            lost = g.not_counted()  # failed or unfinished seeds are said, not hidden behind "partial"
+            partial = (f" ({g.seeds} seed{'s' if g.seeds > 1 else ''}, partial{'' if lost == '–' else '; ' + lost})"
+                       if g.seeds < target else "")
             put(f"cell.{env}.{label}", out[f"{name}.return.{env}.{label}"] + partial)
             put(f"mean.{env}.{label}", fmt(g.mean))
             put(f"budget.{env}.{label}", steps_text(g.budget) if g.budget else "–")
@@ -147,7 +149,7 @@ def facts(name: str, rep: Report) -> dict[str, str]:
     for (env, label), g in groups.items():
         per_env.setdefault(env, []).append((label, g.seeds))
     for env, rows in per_env.items():
-        counts = sorted({n for _, n in rows})
+        counts = sorted({n for _, n in rows if n}) or [0]  # labels with no completed run do not count
         put(f"seed_range.{env}", str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}")
         put(f"labels.{env}", ", ".join(f"`{label}`" for label, n in rows if n) or "none")
     verdicts: dict[tuple[str, str, str], str] = {}  # (env, A, B) → A against B

@@ -193,18 +193,24 @@ def step_size_table(runs: list[Run]) -> tuple[str, str] | None:
 def _line_search_shape(group: list[Run]) -> tuple[float, float]:
     """(fraction of accepted steps that backtracked, median ``ls_kl / (f² δ)``) over the updates of
     ``group`` whose line-search columns are present; NaN where there are none. δ is the update's
-    own radius (the ``max_kl`` column with ``--anneal-kl``), else the run's ``max_kl``."""
+    own radius (the ``max_kl`` column with ``--anneal-kl``), else the run's ``max_kl``; for a rule
+    with its own KL-scaled step (``trpo``: ``lr · β · x``) the model's KL of the full step is lr² δ."""
+    from natpg import methods
+
     backtracked, ratios = [], []
     for r in group:
         cols = r.metrics()
         if not {"backtracks", "ls_kl", "step_fraction"} <= cols.keys():
             continue
+        kwargs = r.config.get("method_kwargs") or {}
         delta = cols.get("max_kl")
         if delta is None:
-            radius = (r.config.get("method_kwargs") or {}).get("max_kl")
-            if radius is None:
+            if kwargs.get("max_kl") is None:
                 continue
-            delta = np.full_like(cols["ls_kl"], float(radius))
+            delta = np.full_like(cols["ls_kl"], float(kwargs["max_kl"]))
+        name = r.config.get("method")
+        if name in methods.available() and not methods.get(name).shared_trust_region:
+            delta = delta * float(kwargs.get("lr", 1.0)) ** 2
         f, kl, back = cols["step_fraction"], cols["ls_kl"], cols["backtracks"]
         taken = np.isfinite(f) & (f > 0) & np.isfinite(kl) & np.isfinite(back)
         backtracked.append(back[taken] > 0)
