@@ -251,6 +251,9 @@ def test_page_facts_name_the_best_rows_their_wall_times_and_the_published_number
     assert sorted(facts["m.labels.Hopper-v5"].split(", ")) == ["`kfac`", "`sb3-trpo-zoo`", "`smac`", "`trpo`"]
     assert facts["m.best.Hopper-v5"] == "3200 ± 283 `trpo` (2 seeds)"
     assert facts["m.best_sb3.Hopper-v5"] == "2300 ± 424 `sb3-trpo-zoo` (2 seeds)"
+    assert facts["m.best_timed.Hopper-v5"] == "3200 ± 283 `trpo` (2 seeds), 120 s"
+    assert facts["m.best_sb3_timed.Hopper-v5"] == facts["m.best_sb3.Hopper-v5"]  # no wall time recorded
+    assert facts["m.best_vs_best.Hopper-v5"] == facts["m.versus.Hopper-v5.trpo.sb3-trpo-zoo"] == "inconclusive (2 seeds vs 2 seeds)"
     assert facts["m.wall_time.Hopper-v5.trpo"] == "120"
     assert facts["m.anchor.Hopper-v5.sb3contrib.trpo"] == "3372 ± 215"  # natpg/bench/mujoco_1m_anchors.csv
     # a failed seed is said in the cell, and a label whose runs all failed adds no seed count

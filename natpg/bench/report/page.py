@@ -103,6 +103,8 @@ def facts(name: str, rep: Report) -> dict[str, str]:
     * ``versus.ENV.A.B``: label A against label B on ENV, by the rule (*inconclusive* below 3 seeds
       a side, ``–`` where a side has no completed run),
       and ``best_versus.ENV.SB3LABEL``: the best natpg rule (``best.ENV``) against an SB3 row;
+      ``best_vs_best.ENV``: the best natpg rule against the best SB3 row; ``best_timed.ENV`` /
+      ``best_sb3_timed.ENV``: those rows with their mean wall time;
     * ``seed_range.ENV``: the completed seeds per label on ENV (``3``, or ``1–3`` where labels
       differ), and ``labels.ENV``: the labels with a completed run;
     * ``update_ms.ENV.LABEL``, ``steps_per_second.ENV.LABEL``, ``wall_time.ENV.LABEL`` (s, mean over the completed seeds);
@@ -144,7 +146,7 @@ def facts(name: str, rep: Report) -> dict[str, str]:
         for label in labels:
             out.setdefault(f"{name}.cell.{env}.{label}", "not run yet")
             wall = out.get(f"{name}.wall_time.{env}.{label}")
-            put(f"timed.{env}.{label}", out[f"{name}.cell.{env}.{label}"] + (f", {wall} s" if wall else ""))
+            put(f"timed.{env}.{label}", out[f"{name}.cell.{env}.{label}"] + (f", {wall} s" if wall not in (None, "–") else ""))
     per_env: dict[str, list[tuple[str, int]]] = {}
     for (env, label), g in groups.items():
         per_env.setdefault(env, []).append((label, g.seeds))
@@ -173,6 +175,13 @@ def facts(name: str, rep: Report) -> dict[str, str]:
             out.setdefault(f"{name}.best_versus.{env}.{other}", "–")
     for env, row in best[True].items():
         put(f"best_sb3.{env}", anchors.ours_cell(row))
+    for side, key in ((False, "best"), (True, "best_sb3")):  # the best rows with their wall times
+        for env, row in best[side].items():
+            wall = out.get(f"{name}.wall_time.{env}.{row.label}")
+            put(f"{key}_timed.{env}", anchors.ours_cell(row) + (f", {wall} s" if wall not in (None, "–") else ""))
+    for env in {e for e, _ in groups}:  # the best natpg rule against the best SB3 row
+        ours, rival = best[False].get(env), best[True].get(env)
+        put(f"best_vs_best.{env}", verdicts.get((env, ours.label, rival.label), "–") if ours and rival else "–")
     for key, value in anchors.anchor_cells().items():
         task, rest = key.split(".", 1)
         for env in {e for e, _ in groups if anchors.task_name(e) == task}:
