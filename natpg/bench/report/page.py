@@ -117,6 +117,10 @@ def facts(name: str, rep: Report) -> dict[str, str]:
     def put(key: str, value: str) -> None:
         out[f"{name}.{key}"] = value
 
+    def timed(text: str, env: str, label: str) -> str:  # a cell with its mean wall time, where recorded
+        wall = out.get(f"{name}.wall_time.{env}.{label}")
+        return text + (f", {wall} s" if wall not in (None, "–") else "")
+
     groups = final_returns(rep.runs)
     target = max([planned_seeds(rep.dirs), *(g.seeds for g in groups.values())])  # below it, a row is partial
     for (env, label), g in groups.items():
@@ -145,8 +149,7 @@ def facts(name: str, rep: Report) -> dict[str, str]:
     for env in {e for e, _ in groups}:  # a label that ran on other tasks of the set but not on this one
         for label in labels:
             out.setdefault(f"{name}.cell.{env}.{label}", "not run yet")
-            wall = out.get(f"{name}.wall_time.{env}.{label}")
-            put(f"timed.{env}.{label}", out[f"{name}.cell.{env}.{label}"] + (f", {wall} s" if wall not in (None, "–") else ""))
+            put(f"timed.{env}.{label}", timed(out[f"{name}.cell.{env}.{label}"], env, label))
     per_env: dict[str, list[tuple[str, int]]] = {}
     for (env, label), g in groups.items():
         per_env.setdefault(env, []).append((label, g.seeds))
@@ -177,8 +180,7 @@ def facts(name: str, rep: Report) -> dict[str, str]:
         put(f"best_sb3.{env}", anchors.ours_cell(row))
     for side, key in ((False, "best"), (True, "best_sb3")):  # the best rows with their wall times
         for env, row in best[side].items():
-            wall = out.get(f"{name}.wall_time.{env}.{row.label}")
-            put(f"{key}_timed.{env}", anchors.ours_cell(row) + (f", {wall} s" if wall not in (None, "–") else ""))
+            put(f"{key}_timed.{env}", timed(anchors.ours_cell(row), env, row.label))
     for env in {e for e, _ in groups}:  # the best natpg rule against the best SB3 row
         ours, rival = best[False].get(env), best[True].get(env)
         put(f"best_vs_best.{env}", verdicts.get((env, ours.label, rival.label), "–") if ours and rival else "–")
