@@ -207,8 +207,13 @@ class UpdateRule(ABC):
         self.actor = actor
         self.params = trainable_parameters(actor)
         self.lr = float(hp.lr)
-        self.max_kl = None if hp.max_kl is None else float(hp.max_kl)
-        self.kl_accept = float(hp.kl_accept)
+        self._take_trust_region()
+
+    def _take_trust_region(self) -> None:
+        """The shared trust region's radius and acceptance factor, from :attr:`hp` (the trainer
+        may anneal ``max_kl`` afterwards)."""
+        self.max_kl = None if self.hp.max_kl is None else float(self.hp.max_kl)
+        self.kl_accept = float(self.hp.kl_accept)
 
     @classmethod
     def hyperparameters(cls) -> dict[str, Any]:

@@ -55,8 +55,7 @@ def build(cls: type["UpdateRule"], actor, **hyperparameters: Any) -> "UpdateRule
     rule = cls(actor, **named)
     if after:  # checked as the rule's dataclass checks them (ranges and relations), then set
         rule.hp = dataclasses.replace(rule.hp, **after)
-        rule.max_kl = None if rule.hp.max_kl is None else float(rule.hp.max_kl)
-        rule.kl_accept = float(rule.hp.kl_accept)
+        rule._take_trust_region()
     return rule
 
 
