@@ -144,18 +144,28 @@ def test_step_size_table_pools_the_updates_of_every_seed(tmp_path):
     from natpg.bench.report import Run
     from natpg.bench.report.tables import step_size_table
 
-    def run(seed, kl, accepted, scale):
+    nan = float("nan")
+
+    def run(seed, kl, accepted, scale, length, cos):
         r = Run("Hopper-v5", "smac", seed, tmp_path, "done")
-        r._metrics = {"kl": np.array(kl), "ls_accepted": np.array(accepted), "tr_scale": np.array(scale)}
+        r._metrics = {"kl": np.array(kl), "ls_accepted": np.array(accepted), "tr_scale": np.array(scale),
+                      "update_norm": np.array(length), "grad_cosine": np.array(cos)}
         return r
 
-    md, text = step_size_table([run(0, [0.001, 0.004], [1.0, 1.0], [2.0, 4.0]), run(1, [0.009, float("nan")], [0.0, 1.0], [1.0, 3.0])])
+    md, text = step_size_table([run(0, [0.001, 0.004], [1.0, 1.0], [2.0, 4.0], [0.1, nan], [0.9, nan]),
+                                run(1, [0.009, nan], [0.0, 1.0], [1.0, 3.0], [0.3, 0.2], [0.5, 0.7])])
     rows = list(csv.DictReader(io.StringIO(text)))
     assert len(rows) == 1 and rows[0]["method"] == "smac" and rows[0]["seeds"] == "2" and rows[0]["updates"] == "3"
     assert float(rows[0]["kl_median"]) == pytest.approx(0.004) and float(rows[0]["kl_max"]) == pytest.approx(0.009)
     assert float(rows[0]["accepted_fraction"]) == pytest.approx(0.75) and float(rows[0]["tr_scale_median"]) == pytest.approx(2.5)
     assert "| Hopper-v5 | `smac` | 2 | 3 |" in md
     assert rows[0]["backtracked_fraction"] == "nan" and "| 0.750 | – | – | 2.50 |" in md  # no line-search columns
+    # step length and cosine: medians over the rows that keep them (thinned-out rows are NaN)
+    assert float(rows[0]["update_norm_median"]) == pytest.approx(0.2) and float(rows[0]["grad_cosine_median"]) == pytest.approx(0.7)
+    assert md.rstrip().endswith("| 2.50 | 0.200 | 0.70 |")
+    bare = Run("Hopper-v5", "smac", 0, tmp_path, "done")
+    bare._metrics = {"kl": np.array([0.001])}
+    assert step_size_table([bare])[0].rstrip().endswith("| – | – |")  # runs from before these diagnostics
 
 
 def test_step_size_table_measures_the_line_search_against_the_quadratic_model(tmp_path):

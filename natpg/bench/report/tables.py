@@ -151,8 +151,11 @@ def step_size_table(runs: list[Run]) -> tuple[str, str] | None:
     the fraction of updates the line search accepted (trust-region rules and TRPO), the fraction of
     the accepted ones that backtracked, the median of ``ls_kl / (f² δ)`` (the realised KL of the
     accepted step over what the quadratic model gives a step of fraction f of the full one: 1 where
-    the model is exact) and the median scale β of the trust region relative to the rule's own step.
-    The last three come from the packed rows that keep the line search's diagnostics."""
+    the model is exact), the median scale β of the trust region relative to the rule's own step, and
+    the median length ‖Δθ‖ of the step in parameter space with its median cosine to the plain
+    gradient (what a KL's worth of step buys in parameter space, and how far the rule's direction
+    is from the gradient's). The last five come from the packed rows that keep the update's
+    diagnostics."""
     done = [r for r in runs if r.status == "done" and "kl" in r.metrics()]
     if not done:
         return None
@@ -171,23 +174,29 @@ def step_size_table(runs: list[Run]) -> tuple[str, str] | None:
                 continue
             acc = float(np.nanmean(accepted)) if accepted.size else math.nan
             beta = float(np.nanmedian(scale)) if scale.size else math.nan
+            length, cos = (float(np.nanmedian(v)) if np.isfinite(v).any() else math.nan
+                           for v in (pooled("update_norm"), pooled("grad_cosine")))
             backtracked, model_ratio = _line_search_shape(group)
             med, top = float(np.median(kl)), float(np.max(kl))
             rows.append([env, f"`{m}`", str(len(group)), str(kl.size), f"{med:#.3g}", f"{top:#.3g}",
                          "–" if math.isnan(acc) else fmt(acc, 3), "–" if math.isnan(backtracked) else fmt(backtracked, 2),
-                         "–" if math.isnan(model_ratio) else f"{model_ratio:.3f}", "–" if math.isnan(beta) else f"{beta:#.3g}"])
-            csv_rows.append([env, m, len(group), kl.size, med, top, acc, backtracked, model_ratio, beta])
+                         "–" if math.isnan(model_ratio) else f"{model_ratio:.3f}", "–" if math.isnan(beta) else f"{beta:#.3g}",
+                         "–" if math.isnan(length) else f"{length:#.3g}", "–" if math.isnan(cos) else f"{cos:.2f}"])
+            csv_rows.append([env, m, len(group), kl.size, med, top, acc, backtracked, model_ratio, beta, length, cos])
     md = ("Realised KL(π_old‖π_new) per actor update on its batch, pooled over the updates of the completed seeds "
           "(3 significant digits); *accepted*: fraction of updates whose line search found a step (trust-region rules "
           "and TRPO); *backtracked*: fraction of the accepted steps shorter than the full one; *KL ÷ f²δ*: median "
           "realised KL of the accepted step over f²δ, f its fraction of the full step (1: the quadratic model of the "
           "full step, ½ dᵀFd = δ, is exact; TRPO scales with F + damping·I, so lands below); these two over the "
           "updates whose line-search diagnostics the packed metrics keep; *β*: median scale of the trust-region step "
-          "relative to the rule's own step (> 1 lengthens it).\n\n"
-          + md_table(["env", "method", "seeds", "updates", "median KL", "max KL", "accepted", "backtracked", "KL ÷ f²δ", "β"],
-                     rows))
+          "relative to the rule's own step (> 1 lengthens it); *‖Δθ‖*: median length of the step in parameter space "
+          "(the same network for every rule of a task, so at the same KL a longer step is a direction the KL "
+          "penalises less); *cos(Δθ, g)*: median cosine between the step and the plain gradient.\n\n"
+          + md_table(["env", "method", "seeds", "updates", "median KL", "max KL", "accepted", "backtracked", "KL ÷ f²δ", "β",
+                      "‖Δθ‖", "cos(Δθ, g)"], rows))
     return md, csv_text(["env", "method", "seeds", "updates", "kl_median", "kl_max", "accepted_fraction",
-                         "backtracked_fraction", "kl_over_model_median", "tr_scale_median"], csv_rows)
+                         "backtracked_fraction", "kl_over_model_median", "tr_scale_median", "update_norm_median",
+                         "grad_cosine_median"], csv_rows)
 
 
 def _line_search_shape(group: list[Run]) -> tuple[float, float]:
