@@ -152,17 +152,23 @@ def test_step_size_table_pools_the_updates_of_every_seed(tmp_path):
                       "update_norm": np.array(length), "grad_cosine": np.array(cos)}
         return r
 
-    md, text = step_size_table([run(0, [0.001, 0.004], [1.0, 1.0], [2.0, 4.0], [0.1, nan], [0.9, nan]),
-                                run(1, [0.009, nan], [0.0, 1.0], [1.0, 3.0], [0.3, 0.2], [0.5, 0.7])])
+    # seed 1's first update was rejected (ls_accepted 0: the parameters went back, length 0 and
+    # cosine 0): it takes no part in the step-length and cosine medians
+    md, text = step_size_table([run(0, [0.001, 0.004], [1.0, 1.0], [2.0, 4.0], [0.1, 0.5], [0.9, 0.2]),
+                                run(1, [0.009, nan], [0.0, 1.0], [1.0, 3.0], [0.0, 0.2], [0.0, 0.75])])
     rows = list(csv.DictReader(io.StringIO(text)))
     assert len(rows) == 1 and rows[0]["method"] == "smac" and rows[0]["seeds"] == "2" and rows[0]["updates"] == "3"
     assert float(rows[0]["kl_median"]) == pytest.approx(0.004) and float(rows[0]["kl_max"]) == pytest.approx(0.009)
     assert float(rows[0]["accepted_fraction"]) == pytest.approx(0.75) and float(rows[0]["tr_scale_median"]) == pytest.approx(2.5)
     assert "| Hopper-v5 | `smac` | 2 | 3 |" in md
     assert rows[0]["backtracked_fraction"] == "nan" and "| 0.750 | – | – | 2.50 |" in md  # no line-search columns
-    # step length and cosine: medians over the rows that keep them (thinned-out rows are NaN)
-    assert float(rows[0]["update_norm_median"]) == pytest.approx(0.2) and float(rows[0]["grad_cosine_median"]) == pytest.approx(0.7)
-    assert md.rstrip().endswith("| 2.50 | 0.200 | 0.70 |")
+    # step length and cosine: medians (not means: 0.267, 0.617) over the steps taken {0.1, 0.5, 0.2}
+    # and {0.9, 0.2, 0.75} (with the rejected update they would be 0.15 and 0.475)
+    assert float(rows[0]["update_norm_median"]) == pytest.approx(0.2) and float(rows[0]["grad_cosine_median"]) == pytest.approx(0.75)
+    assert md.rstrip().endswith("| 2.50 | 0.200 | 0.75 |")
+    thinned = run(2, [0.001, 0.002], [1.0, 1.0], [1.0, 1.0], [nan, 0.3], [nan, 0.4])  # packing thins rows to NaN
+    (row,) = list(csv.DictReader(io.StringIO(step_size_table([thinned])[1])))
+    assert float(row["update_norm_median"]) == pytest.approx(0.3) and float(row["grad_cosine_median"]) == pytest.approx(0.4)
     bare = Run("Hopper-v5", "smac", 0, tmp_path, "done")
     bare._metrics = {"kl": np.array([0.001])}
     assert step_size_table([bare])[0].rstrip().endswith("| – | – |")  # runs from before these diagnostics

@@ -153,7 +153,7 @@ def step_size_table(runs: list[Run]) -> tuple[str, str] | None:
     accepted step over what the quadratic model gives a step of fraction f of the full one: 1 where
     the model is exact), the median scale β of the trust region relative to the rule's own step, and
     the median length ‖Δθ‖ of the step in parameter space with its median cosine to the plain
-    gradient (what a KL's worth of step buys in parameter space, and how far the rule's direction
+    gradient, over the updates that took a step (not those the line search rejected) (what a KL's worth of step buys in parameter space, and how far the rule's direction
     is from the gradient's). The last five come from the packed rows that keep the update's
     diagnostics."""
     done = [r for r in runs if r.status == "done" and "kl" in r.metrics()]
@@ -164,8 +164,15 @@ def step_size_table(runs: list[Run]) -> tuple[str, str] | None:
         for m in method_order({r.label for r in done if r.env_id == env}):
             group = [r for r in done if r.env_id == env and r.label == m]
 
-            def pooled(column: str) -> np.ndarray:
-                values = [r.metrics()[column] for r in group if column in r.metrics()]
+            def pooled(column: str, taken_only: bool = False) -> np.ndarray:
+                """``column`` over the group's updates; with ``taken_only``, without the updates
+                whose line search rejected every step (the parameters went back: length 0)."""
+                values = []
+                for r in group:
+                    cols = r.metrics()
+                    if column in cols:
+                        v = cols[column]
+                        values.append(v[cols["ls_accepted"] != 0] if taken_only and "ls_accepted" in cols else v)
                 return np.concatenate(values) if values else np.array([])
 
             kl, accepted, scale = pooled("kl"), pooled("ls_accepted"), pooled("tr_scale")
@@ -175,7 +182,7 @@ def step_size_table(runs: list[Run]) -> tuple[str, str] | None:
             acc = float(np.nanmean(accepted)) if accepted.size else math.nan
             beta = float(np.nanmedian(scale)) if scale.size else math.nan
             length, cos = (float(np.nanmedian(v)) if np.isfinite(v).any() else math.nan
-                           for v in (pooled("update_norm"), pooled("grad_cosine")))
+                           for v in (pooled("update_norm", True), pooled("grad_cosine", True)))
             backtracked, model_ratio = _line_search_shape(group)
             med, top = float(np.median(kl)), float(np.max(kl))
             rows.append([env, f"`{m}`", str(len(group)), str(kl.size), f"{med:#.3g}", f"{top:#.3g}",
@@ -189,7 +196,7 @@ def step_size_table(runs: list[Run]) -> tuple[str, str] | None:
           "realised KL of the accepted step over f²δ, f its fraction of the full step (1: the quadratic model of the "
           "full step, ½ dᵀFd = δ, is exact; TRPO scales with F + damping·I, so lands below); these two over the "
           "updates whose line-search diagnostics the packed metrics keep; *β*: median scale of the trust-region step "
-          "relative to the rule's own step (> 1 lengthens it); *‖Δθ‖*: median length of the step in parameter space "
+          "relative to the rule's own step (> 1 lengthens it); *‖Δθ‖*: median length of the step in parameter space over the updates that took one "
           "(the same network for every rule of a task, so at the same KL a longer step is a direction the KL "
           "penalises less); *cos(Δθ, g)*: median cosine between the step and the plain gradient.\n\n"
           + md_table(["env", "method", "seeds", "updates", "median KL", "max KL", "accepted", "backtracked", "KL ÷ f²δ", "β",
