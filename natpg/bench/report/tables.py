@@ -153,9 +153,9 @@ def step_size_table(runs: list[Run]) -> tuple[str, str] | None:
     accepted step over what the quadratic model gives a step of fraction f of the full one: 1 where
     the model is exact), the median scale β of the trust region relative to the rule's own step, and
     the median length ‖Δθ‖ of the step in parameter space with its median cosine to the plain
-    gradient, over the updates that took a step (not those the line search rejected) (what a KL's worth of step buys in parameter space, and how far the rule's direction
-    is from the gradient's). The last five come from the packed rows that keep the update's
-    diagnostics."""
+    gradient (what a KL's worth of step buys in parameter space, and how far the rule's direction
+    is from the gradient's), both over the updates that took a step, not those the line search
+    rejected. The last five come from the packed rows that keep the update's diagnostics."""
     done = [r for r in runs if r.status == "done" and "kl" in r.metrics()]
     if not done:
         return None
