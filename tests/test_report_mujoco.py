@@ -204,3 +204,36 @@ def test_step_size_table_measures_the_line_search_against_the_quadratic_model(tm
                      "step_fraction": np.array([1.0]), "ls_kl": np.array([0.00225])}
     (row,) = list(csv.DictReader(io.StringIO(step_size_table([trpo])[1])))
     assert float(row["kl_over_model_median"]) == pytest.approx(0.9)
+
+
+def test_field_targets_judge_means_per_task_and_count_the_tasks_met():
+    from natpg.bench.report.runs import FinalReturns
+    from natpg.bench.report.targets import field_targets, met_counts, targets_section
+
+    def g(env, label, returns, wall):
+        return FinalReturns(env, label, returns=list(returns), by_seed=dict(enumerate(returns)),
+                            wall_times=[wall] * len(returns))
+
+    rows = [  # (env, label, final returns over seeds 0-2, wall time per run)
+        ("Hopper-v5", "trpo", (3000, 3100, 2900), 100.0),
+        ("Hopper-v5", "rat", (1000, 1100, 900), 50.0),
+        ("Hopper-v5", "sb3-ppo-zoo", (2000, 2100, 1900), 400.0),
+        ("Hopper-v5", "sb3-trpo-zoo", (2500, 2600, 2400), 330.0),  # a third: 110 s, above trpo's 100 s
+        ("Walker2d-v5", "trpo", (1000, 1100, 900), 100.0),
+        ("Walker2d-v5", "rat", (4000, 4100, 3900), 200.0),  # the best rule: its wall time is the one judged
+        ("Walker2d-v5", "sb3-ppo-zoo", (2000, 2100, 1900), 900.0),
+        ("Walker2d-v5", "sb3-trpo-zoo", (3000, 3100, 2900), 500.0),  # a third: 167 s, below rat's 200 s
+        ("Ant-v5", "trpo", (1000, 1100, 900), 100.0),  # no zoo row: not judged
+    ]
+    groups = {(env, label): g(env, label, r, w) for env, label, r, w in rows}
+    found = {t.env: t for t in field_targets(groups, 3)}
+    assert set(found) == {"Hopper-v5", "Walker2d-v5"}
+    hop, walker = found["Hopper-v5"], found["Walker2d-v5"]
+    assert (hop.best_ge_zoo, hop.trpo_ge_zoo, hop.wall) == (True, True, True)
+    assert (walker.best_ge_zoo, walker.trpo_ge_zoo, walker.wall) == (True, False, False)
+    assert walker.cells[0].startswith("yes: `rat` 4000") and "higher (p" in walker.cells[0]
+    assert walker.cells[1].startswith("no: 1000; 3000, lower (p")
+    assert met_counts(list(found.values())) == {"best": "2 of 2", "trpo": "1 of 2", "wall": "1 of 2"}
+    md = targets_section(groups, 3)
+    assert "Met on: best rule ≥ both zoo rows 2 of 2 tasks; `trpo` ≥ `sb3-trpo-zoo` 1 of 2; wall time ≤ ⅓ 1 of 2" in md
+    assert targets_section({k: v for k, v in groups.items() if k[0] == "Ant-v5"}, 3) is None

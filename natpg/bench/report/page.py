@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from natpg.bench.report import anchors, paper
+from natpg.bench.report import anchors, paper, targets
 from natpg.bench.report.runs import BINS, EWM_ALPHA, env_order, final_returns, invocations, planned_seeds
 from natpg.bench.report.stats import RULE, Verdict, steps_text
 from natpg.bench.report.tables import cell, fmt
@@ -106,8 +106,10 @@ def facts(name: str, rep: Report) -> dict[str, str]:
       ``best_vs_best.ENV``: the best natpg rule against the best SB3 row; ``best_timed.ENV`` /
       ``best_sb3_timed.ENV``: those rows with their mean wall time;
     * ``seed_range.ENV``: the completed seeds per label on ENV (``3``, or ``1–3`` where labels
-      differ), and ``labels.ENV``: the labels with a completed run;
-    * ``update_ms.ENV.LABEL``, ``steps_per_second.ENV.LABEL``, ``wall_time.ENV.LABEL`` (s, mean over the completed seeds);
+      differ), ``seed_range_all`` the same over every task, and ``labels.ENV``: the labels with a completed run;
+    * ``update_ms.ENV.LABEL``, ``steps_per_second.ENV.LABEL``, ``wall_time.ENV.LABEL`` (s, mean over the completed seeds),
+      ``episode_length.ENV.LABEL`` (steps per training episode over a whole run, mean over the completed seeds);
+    * ``targets_met.best`` / ``.trpo`` / ``.wall``: the tasks meeting each field target, ``N of M`` (``targets.md``);
     * ``runs``, ``done``, ``failed``, ``unfinished``, ``machine``, ``versions``, ``commits``, ``dates``.
 
     Across two sets A and B of one template: ``versus.A.B.ENV.LABEL`` (:func:`_cross_facts`).
@@ -145,6 +147,8 @@ def facts(name: str, rep: Report) -> dict[str, str]:
             put(f"steps_per_second.{env}.{label}", fmt(sum(g.steps_per_second) / len(g.steps_per_second), 0))
         if g.wall_times:
             put(f"wall_time.{env}.{label}", fmt(sum(g.wall_times) / len(g.wall_times), 0))
+        if g.episode_lengths:
+            put(f"episode_length.{env}.{label}", fmt(sum(g.episode_lengths) / len(g.episode_lengths), 0))
     labels = {lab for _, lab in groups}
     for env in {e for e, _ in groups}:  # a label that ran on other tasks of the set but not on this one
         for label in labels:
@@ -153,10 +157,14 @@ def facts(name: str, rep: Report) -> dict[str, str]:
     per_env: dict[str, list[tuple[str, int]]] = {}
     for (env, label), g in groups.items():
         per_env.setdefault(env, []).append((label, g.seeds))
+    def seed_range(counts: set[int]) -> str:  # labels with no completed run do not count
+        n = sorted(counts - {0}) or [0]
+        return str(n[0]) if len(n) == 1 else f"{n[0]}–{n[-1]}"
+
     for env, rows in per_env.items():
-        counts = sorted({n for _, n in rows if n}) or [0]  # labels with no completed run do not count
-        put(f"seed_range.{env}", str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}")
+        put(f"seed_range.{env}", seed_range({n for _, n in rows}))
         put(f"labels.{env}", ", ".join(f"`{label}`" for label, n in rows if n) or "none")
+    put("seed_range_all", seed_range({g.seeds for g in groups.values()}))
     verdicts: dict[tuple[str, str, str], str] = {}  # (env, A, B) → A against B
     for (env, a), ga in groups.items():
         for (env_b, b), gb in groups.items():
@@ -165,6 +173,8 @@ def facts(name: str, rep: Report) -> dict[str, str]:
                 verdicts[env, a, b] = v.text()
                 put(f"versus.{env}.{a}.{b}", v.text())
     best = anchors.best_rows(groups, target)
+    for key, value in targets.met_counts(targets.field_targets(groups, target)).items():
+        put(f"targets_met.{key}", value)
     for env in {e for e, _ in groups}:  # no test where a side has no completed run
         for a in labels:
             for b in labels - {a}:

@@ -195,6 +195,7 @@ class FinalReturns:
     wall_times: list[float] = field(default_factory=list)
     steps_per_second: list[float] = field(default_factory=list)
     update_times: list[float] = field(default_factory=list)  # s, of every run that has one (a stopped run too)
+    episode_lengths: list[float] = field(default_factory=list)  # steps per episode over each counted run
     budgets: set[int] = field(default_factory=set)  # of the counted runs
     failed: int = 0
     unfinished: int = 0
@@ -245,6 +246,8 @@ def final_returns(runs: list[Run]) -> dict[tuple[str, str], FinalReturns]:
             g.by_seed[r.seed] = r.final_return
             g.wall_times.append(float(r.summary.get("wall_time", math.nan)))
             g.steps_per_second.append(float(r.summary.get("steps_per_second", math.nan)))
+            if r.summary.get("episodes") and r.summary.get("steps"):
+                g.episode_lengths.append(float(r.summary["steps"]) / float(r.summary["episodes"]))
             if r.budget is not None:
                 g.budgets.add(int(r.budget))
     return groups

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from natpg.bench.report import anchors, damping, paper, seeds, tables, thresholds, update_time
+from natpg.bench.report import anchors, damping, paper, seeds, tables, targets, thresholds, update_time
 from natpg.bench.report.plots import line_styles, plot_grid
 from natpg.bench.report.runs import Run, curves, final_returns, load_runs, planned_seeds
 from natpg.bench.report.stats import RULE
@@ -43,9 +43,13 @@ def build_report(dirs: Iterable[str | Path]) -> Report:
     planned = planned_seeds(dirs)
     s["returns"], c["returns"] = tables.returns_table(runs, planned)
     groups = final_returns(runs)
-    beside = anchors.anchors_section(groups, max([planned, *(g.seeds for g in groups.values())]))
+    most = max([planned, *(g.seeds for g in groups.values())])  # below it, a row is partial
+    beside = anchors.anchors_section(groups, most)
     if beside:
         s["anchors"] = beside
+    field = targets.targets_section(groups, most)
+    if field:
+        s["targets"] = field
     s["table1"], c["table1"] = paper.table1(runs)
     found = paper.verdicts_table(runs)
     if found:
@@ -89,6 +93,7 @@ def build_report(dirs: Iterable[str | Path]) -> Report:
 #: report.md's sections in order, with their headings.
 _HEADINGS = {
     "commands": "Commands", "returns": "Final returns", "anchors": "Beside the published numbers",
+    "targets": "Against the zoo rows: the targets",
     "table1": "Final returns beside the paper (Table 1)", "budgets": "The paper's budgets",
     "rule": "How a difference is called", "verdicts": "Does it reproduce?", "smac_vs": "SMAC against its controls",
     "smac_rank1": "What SMAC's rank-1 term does", "thresholds": "Steps to threshold", "seeds": "Per seed",
