@@ -237,3 +237,18 @@ def test_field_targets_judge_means_per_task_and_count_the_tasks_met():
     md = targets_section(groups, 3)
     assert "Met on: best rule ≥ both zoo rows 2 of 2 tasks; `trpo` ≥ `sb3-trpo-zoo` 1 of 2; wall time ≤ ⅓ 1 of 2" in md
     assert targets_section({k: v for k, v in groups.items() if k[0] == "Ant-v5"}, 3) is None
+
+
+def test_page_facts_give_the_wall_time_ratio_and_the_episode_length(tmp_path):
+    from natpg.bench.report.page import facts
+    from natpg.bench.report.write import build_report
+
+    for method, wall, episodes in (("trpo", 200.0, 100), ("sb3-trpo-zoo", 700.0, 400)):
+        _write_run(tmp_path, "Hopper-v5", method, 0, 1000.0)
+        path = tmp_path / "Hopper-v5" / method / "seed0" / "summary.json"
+        summary = json.loads(path.read_text())
+        path.write_text(json.dumps({**summary, "wall_time": wall, "episodes": episodes}))
+    f = facts("t", build_report([tmp_path]))
+    assert f["t.wall_ratio.Hopper-v5.trpo.sb3-trpo-zoo"] == "3.5×"  # 700 s over 200 s
+    assert f["t.wall_ratio.Hopper-v5.sb3-trpo-zoo.trpo"] == "0.3×"
+    assert f["t.episode_length.Hopper-v5.trpo"] == "1000" and f["t.episode_length.Hopper-v5.sb3-trpo-zoo"] == "250"

@@ -108,7 +108,8 @@ def facts(name: str, rep: Report) -> dict[str, str]:
     * ``seed_range.ENV``: the completed seeds per label on ENV (``3``, or ``1–3`` where labels
       differ), ``seed_range_all`` the same over every task, and ``labels.ENV``: the labels with a completed run;
     * ``update_ms.ENV.LABEL``, ``steps_per_second.ENV.LABEL``, ``wall_time.ENV.LABEL`` (s, mean over the completed seeds),
-      ``episode_length.ENV.LABEL`` (steps per training episode over a whole run, mean over the completed seeds);
+      ``episode_length.ENV.LABEL`` (steps per training episode over a whole run, mean over the completed seeds),
+      ``wall_ratio.ENV.A.B``: B's mean wall time per run over A's (``3.2×``: A ran 3.2 times as fast);
     * ``targets_met.best`` / ``.trpo`` / ``.wall``: the tasks meeting each field target, ``N of M`` (``targets.md``);
     * ``runs``, ``done``, ``failed``, ``unfinished``, ``machine``, ``versions``, ``commits``, ``dates``.
 
@@ -150,6 +151,11 @@ def facts(name: str, rep: Report) -> dict[str, str]:
         if g.episode_lengths:
             put(f"episode_length.{env}.{label}", fmt(sum(g.episode_lengths) / len(g.episode_lengths), 0))
     labels = {lab for _, lab in groups}
+    for (env, a), ga in groups.items():  # how many times faster a ran than b, by mean wall time per run
+        for (env_b, b), gb in groups.items():
+            if env_b == env and a != b and ga.wall_times and gb.wall_times:
+                put(f"wall_ratio.{env}.{a}.{b}",
+                    f"{(sum(gb.wall_times) / len(gb.wall_times)) / (sum(ga.wall_times) / len(ga.wall_times)):.1f}×")
     for env in {e for e, _ in groups}:  # a label that ran on other tasks of the set but not on this one
         for label in labels:
             out.setdefault(f"{name}.cell.{env}.{label}", "not run yet")
