@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import statistics
 from importlib import resources
 from pathlib import Path
@@ -223,19 +224,28 @@ def test_field_targets_judge_means_per_task_and_count_the_tasks_met():
         ("Walker2d-v5", "rat", (4000, 4100, 3900), 200.0),  # the best rule: its wall time is the one judged
         ("Walker2d-v5", "sb3-ppo-zoo", (2000, 2100, 1900), 900.0),
         ("Walker2d-v5", "sb3-trpo-zoo", (3000, 3100, 2900), 500.0),  # a third: 167 s, below rat's 200 s
+        ("HalfCheetah-v5", "trpo", (3000, 3100, 2900), 100.0),  # above sb3-trpo-zoo, below sb3-ppo-zoo
+        ("HalfCheetah-v5", "sb3-ppo-zoo", (5000, 5100, 4900), 1600.0),
+        ("HalfCheetah-v5", "sb3-trpo-zoo", (2000, 2100, 1900), 700.0),
+        ("Swimmer-v5", "rat", (300, 310, 290), math.nan),  # no trpo run, and no wall time recorded
+        ("Swimmer-v5", "sb3-ppo-zoo", (200, 210, 190), 400.0),
+        ("Swimmer-v5", "sb3-trpo-zoo", (100, 110, 90), 900.0),
         ("Ant-v5", "trpo", (1000, 1100, 900), 100.0),  # no zoo row: not judged
     ]
     groups = {(env, label): g(env, label, r, w) for env, label, r, w in rows}
     found = {t.env: t for t in field_targets(groups, 3)}
-    assert set(found) == {"Hopper-v5", "Walker2d-v5"}
-    hop, walker = found["Hopper-v5"], found["Walker2d-v5"]
+    assert set(found) == {"Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Swimmer-v5"}
+    hop, walker, cheetah, swim = (found[e] for e in ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Swimmer-v5"))
     assert (hop.best_ge_zoo, hop.trpo_ge_zoo, hop.wall) == (True, True, True)
     assert (walker.best_ge_zoo, walker.trpo_ge_zoo, walker.wall) == (True, False, False)
+    assert (cheetah.best_ge_zoo, cheetah.trpo_ge_zoo, cheetah.wall) == (False, True, True)
+    assert (swim.best_ge_zoo, swim.trpo_ge_zoo, swim.wall) == (True, None, None)
     assert walker.cells[0].startswith("yes: `rat` 4000") and "higher (p" in walker.cells[0]
     assert walker.cells[1].startswith("no: 1000; 3000, lower (p")
-    assert met_counts(list(found.values())) == {"best": "2 of 2", "trpo": "1 of 2", "wall": "1 of 2"}
+    assert swim.cells[1].startswith("–") and swim.cells[2].startswith("–")
+    assert met_counts(list(found.values())) == {"best": "3 of 4", "trpo": "2 of 3", "wall": "2 of 3"}
     md = targets_section(groups, 3)
-    assert "Met on: best rule ≥ both zoo rows 2 of 2 tasks; `trpo` ≥ `sb3-trpo-zoo` 1 of 2; wall time ≤ ⅓ 1 of 2" in md
+    assert "Met on: best rule ≥ both zoo rows 3 of 4 tasks; `trpo` ≥ `sb3-trpo-zoo` 2 of 3; wall time ≤ ⅓ 2 of 3" in md
     assert targets_section({k: v for k, v in groups.items() if k[0] == "Ant-v5"}, 3) is None
 
 
@@ -243,7 +253,7 @@ def test_page_facts_give_the_wall_time_ratio_and_the_episode_length(tmp_path):
     from natpg.bench.report.page import facts
     from natpg.bench.report.write import build_report
 
-    for method, wall, episodes in (("trpo", 200.0, 100), ("sb3-trpo-zoo", 700.0, 400)):
+    for method, wall, episodes in (("trpo", 200.0, 100), ("sb3-trpo-zoo", 700.0, 400), ("rat", math.nan, 100)):
         _write_run(tmp_path, "Hopper-v5", method, 0, 1000.0)
         path = tmp_path / "Hopper-v5" / method / "seed0" / "summary.json"
         summary = json.loads(path.read_text())
@@ -251,4 +261,6 @@ def test_page_facts_give_the_wall_time_ratio_and_the_episode_length(tmp_path):
     f = facts("t", build_report([tmp_path]))
     assert f["t.wall_ratio.Hopper-v5.trpo.sb3-trpo-zoo"] == "3.5×"  # 700 s over 200 s
     assert f["t.wall_ratio.Hopper-v5.sb3-trpo-zoo.trpo"] == "0.3×"
+    assert f["t.run_wall.Hopper-v5.sb3-trpo-zoo.seed0"] == "700"
+    assert "t.wall_ratio.Hopper-v5.rat.trpo" not in f and "t.wall_ratio.Hopper-v5.trpo.rat" not in f  # no wall time
     assert f["t.episode_length.Hopper-v5.trpo"] == "1000" and f["t.episode_length.Hopper-v5.sb3-trpo-zoo"] == "250"

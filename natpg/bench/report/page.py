@@ -90,7 +90,7 @@ def facts(name: str, rep: Report) -> dict[str, str]:
     * every section of the report by its file name: ``table1``, ``verdicts``, ``smac_vs``, …;
     * ``return.ENV.LABEL`` (mean ± std, or the mean of one seed; without a completed
       run, what became of the runs: ``– (3 failed)``, ``– (1 unfinished)``), ``mean.``, ``seeds.``, ``budget.``,
-      ``run.ENV.LABEL.seedN`` (one run's final return), ``cell.ENV.LABEL`` (the return,
+      ``run.ENV.LABEL.seedN`` (one run's final return; ``run_wall.`` its wall time, s), ``cell.ENV.LABEL`` (the return,
       with ``(N seeds, partial)`` below the set's largest seed count; ``not run yet`` for a label
       the set ran on other tasks only), ``timed.ENV.LABEL`` (the cell and its mean wall time),
       ``paper.ENV.METHOD`` (the paper's Table 1);
@@ -140,6 +140,8 @@ def facts(name: str, rep: Report) -> dict[str, str]:
             put(f"budget.{env}.{label}", steps_text(g.budget) if g.budget else "–")
             for seed, value in g.by_seed.items():
                 put(f"run.{env}.{label}.seed{seed}", fmt(value))
+            for seed, wall in g.wall_by_seed.items():
+                put(f"run_wall.{env}.{label}.seed{seed}", fmt(wall, 0))
         put(f"seeds.{env}.{label}", str(g.seeds))
         if g.update_times:
             ms = 1e3 * sum(g.update_times) / len(g.update_times)
@@ -153,9 +155,9 @@ def facts(name: str, rep: Report) -> dict[str, str]:
     labels = {lab for _, lab in groups}
     for (env, a), ga in groups.items():  # how many times faster a ran than b, by mean wall time per run
         for (env_b, b), gb in groups.items():
-            if env_b == env and a != b and ga.wall_times and gb.wall_times:
-                put(f"wall_ratio.{env}.{a}.{b}",
-                    f"{(sum(gb.wall_times) / len(gb.wall_times)) / (sum(ga.wall_times) / len(ga.wall_times)):.1f}×")
+            wall_a, wall_b = targets.mean_wall(ga), targets.mean_wall(gb)
+            if env_b == env and a != b and wall_a and wall_b:
+                put(f"wall_ratio.{env}.{a}.{b}", f"{wall_b / wall_a:.1f}×")
     for env in {e for e, _ in groups}:  # a label that ran on other tasks of the set but not on this one
         for label in labels:
             out.setdefault(f"{name}.cell.{env}.{label}", "not run yet")

@@ -196,6 +196,7 @@ class FinalReturns:
     steps_per_second: list[float] = field(default_factory=list)
     update_times: list[float] = field(default_factory=list)  # s, of every run that has one (a stopped run too)
     episode_lengths: list[float] = field(default_factory=list)  # steps per episode over each counted run
+    wall_by_seed: dict[int, float] = field(default_factory=dict)  # s, of each counted run
     budgets: set[int] = field(default_factory=set)  # of the counted runs
     failed: int = 0
     unfinished: int = 0
@@ -245,6 +246,7 @@ def final_returns(runs: list[Run]) -> dict[tuple[str, str], FinalReturns]:
             g.returns.append(r.final_return)
             g.by_seed[r.seed] = r.final_return
             g.wall_times.append(float(r.summary.get("wall_time", math.nan)))
+            g.wall_by_seed[r.seed] = g.wall_times[-1]
             g.steps_per_second.append(float(r.summary.get("steps_per_second", math.nan)))
             if r.summary.get("episodes") and r.summary.get("steps"):
                 g.episode_lengths.append(float(r.summary["steps"]) / float(r.summary["episodes"]))

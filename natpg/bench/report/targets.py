@@ -10,6 +10,7 @@ results pages' rule is given beside, never in place of, the comparison of means)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from natpg.bench.report.anchors import best_rows
@@ -18,7 +19,7 @@ from natpg.bench.report.runs import FinalReturns, env_order
 from natpg.bench.report.tables import fmt, md_table
 from natpg.bench.suites import SB3_ZOO_METHODS
 
-__all__ = ["Target", "field_targets", "met_counts", "targets_section", "WALL_FRACTION"]
+__all__ = ["Target", "field_targets", "mean_wall", "met_counts", "targets_section", "WALL_FRACTION"]
 
 #: The wall-time target: natpg's run takes at most this fraction of a zoo row's.
 WALL_FRACTION = 1 / 3
@@ -36,8 +37,10 @@ class Target:
     cells: tuple[str, str, str]
 
 
-def _mean_wall(g: FinalReturns) -> float | None:
-    return sum(g.wall_times) / len(g.wall_times) if g.wall_times else None
+def mean_wall(g: FinalReturns) -> float | None:
+    """Mean wall time per run over the runs that recorded one (a finite, positive time); None without any."""
+    walls = [w for w in g.wall_times if math.isfinite(w) and w > 0]
+    return sum(walls) / len(walls) if walls else None
 
 
 def _versus(a: FinalReturns, b: FinalReturns) -> str:
@@ -56,7 +59,8 @@ def field_targets(groups: dict[tuple[str, str], FinalReturns], target: int) -> l
             continue
         rule = groups[(env, best[env].label)]
         ge = [rule.mean >= z.mean for z in zoo]
-        cell1 = (f"{'yes' if all(ge) else 'no'}: `{rule.label}` {fmt(rule.mean)}; "
+        partial = f" ({rule.seeds} seeds, partial)" if best[env].partial else ""
+        cell1 = (f"{'yes' if all(ge) else 'no'}: `{rule.label}`{partial} {fmt(rule.mean)}; "
                  + "; ".join(f"`{z.label}` {fmt(z.mean)}, {_versus(rule, z)}" for z in zoo))
         trpo, trpo_zoo = groups.get((env, "trpo")), groups[(env, TRPO_ZOO)]
         if trpo is None or not trpo.seeds:
@@ -64,8 +68,8 @@ def field_targets(groups: dict[tuple[str, str], FinalReturns], target: int) -> l
         else:
             ok2 = trpo.mean >= trpo_zoo.mean
             cell2 = f"{'yes' if ok2 else 'no'}: {fmt(trpo.mean)}; {fmt(trpo_zoo.mean)}, {_versus(trpo, trpo_zoo)}"
-        walls = [_mean_wall(z) for z in zoo]
-        ours = _mean_wall(rule)
+        walls = [mean_wall(z) for z in zoo]
+        ours = mean_wall(rule)
         if ours is None or any(w is None for w in walls):
             ok3, cell3 = None, "– (no wall time recorded)"
         else:
