@@ -153,11 +153,6 @@ def facts(name: str, rep: Report) -> dict[str, str]:
         if g.episode_lengths:
             put(f"episode_length.{env}.{label}", fmt(sum(g.episode_lengths) / len(g.episode_lengths), 0))
     labels = {lab for _, lab in groups}
-    for (env, a), ga in groups.items():  # how many times faster a ran than b, by mean wall time per run
-        for (env_b, b), gb in groups.items():
-            wall_a, wall_b = targets.mean_wall(ga), targets.mean_wall(gb)
-            if env_b == env and a != b and wall_a and wall_b:
-                put(f"wall_ratio.{env}.{a}.{b}", f"{wall_b / wall_a:.1f}×")
     for env in {e for e, _ in groups}:  # a label that ran on other tasks of the set but not on this one
         for label in labels:
             out.setdefault(f"{name}.cell.{env}.{label}", "not run yet")
@@ -176,10 +171,14 @@ def facts(name: str, rep: Report) -> dict[str, str]:
     verdicts: dict[tuple[str, str, str], str] = {}  # (env, A, B) → A against B
     for (env, a), ga in groups.items():
         for (env_b, b), gb in groups.items():
-            v = paper.compare(ga, gb) if env_b == env and a != b else None
+            if env_b != env or a == b:
+                continue
+            v = paper.compare(ga, gb)
             if v is not None:
                 verdicts[env, a, b] = v.text()
                 put(f"versus.{env}.{a}.{b}", v.text())
+            if ga.wall_time_mean and gb.wall_time_mean:  # how many times as fast A ran as B
+                put(f"wall_ratio.{env}.{a}.{b}", f"{gb.wall_time_mean / ga.wall_time_mean:.1f}×")
     best = anchors.best_rows(groups, target)
     for key, value in targets.met_counts(targets.field_targets(groups, target)).items():
         put(f"targets_met.{key}", value)

@@ -216,6 +216,12 @@ class FinalReturns:
         return float(np.std(self.returns, ddof=1)) if len(self.returns) >= 2 else None
 
     @property
+    def wall_time_mean(self) -> float | None:
+        """Mean wall time per run (s) over the runs that recorded one (finite and positive); None without any."""
+        walls = [w for w in self.wall_times if math.isfinite(w) and w > 0]
+        return sum(walls) / len(walls) if walls else None
+
+    @property
     def budget(self) -> int | None:
         """The shortest budget among the counted runs (they share one unless a directory mixes them)."""
         return min(self.budgets) if self.budgets else None

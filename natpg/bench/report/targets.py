@@ -10,7 +10,6 @@ results pages' rule is given beside, never in place of, the comparison of means)
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from natpg.bench.report.anchors import best_rows
@@ -19,7 +18,7 @@ from natpg.bench.report.runs import FinalReturns, env_order
 from natpg.bench.report.tables import fmt, md_table
 from natpg.bench.suites import SB3_ZOO_METHODS
 
-__all__ = ["Target", "field_targets", "mean_wall", "met_counts", "targets_section", "WALL_FRACTION"]
+__all__ = ["Target", "field_targets", "met_counts", "targets_section", "WALL_FRACTION"]
 
 #: The wall-time target: natpg's run takes at most this fraction of a zoo row's.
 WALL_FRACTION = 1 / 3
@@ -35,12 +34,6 @@ class Target:
     trpo_ge_zoo: bool | None
     wall: bool | None
     cells: tuple[str, str, str]
-
-
-def mean_wall(g: FinalReturns) -> float | None:
-    """Mean wall time per run over the runs that recorded one (a finite, positive time); None without any."""
-    walls = [w for w in g.wall_times if math.isfinite(w) and w > 0]
-    return sum(walls) / len(walls) if walls else None
 
 
 def _versus(a: FinalReturns, b: FinalReturns) -> str:
@@ -68,8 +61,8 @@ def field_targets(groups: dict[tuple[str, str], FinalReturns], target: int) -> l
         else:
             ok2 = trpo.mean >= trpo_zoo.mean
             cell2 = f"{'yes' if ok2 else 'no'}: {fmt(trpo.mean)}; {fmt(trpo_zoo.mean)}, {_versus(trpo, trpo_zoo)}"
-        walls = [mean_wall(z) for z in zoo]
-        ours = mean_wall(rule)
+        walls = [z.wall_time_mean for z in zoo]
+        ours = rule.wall_time_mean
         if ours is None or any(w is None for w in walls):
             ok3, cell3 = None, "– (no wall time recorded)"
         else:
