@@ -118,6 +118,8 @@ def test_runs_at_two_budgets_are_told_apart_and_the_short_ones_say_so(tmp_path):
     assert sorted({r.label for r in runs}) == ["smac", "smac@steps=1000000"] and len(runs) == 6
     md, _ = paper.table1(runs)
     assert "920.0 ± 20.0 (3)" in md and "120.0 ± 20.0 (3; 1M of 5M)" in md
+    main, short = md.split("second, shorter budget")  # the 1M runs sit in their own table, named by budget
+    assert "920.0" in main and "120.0" not in main and "| env | smac at 1M |" in short and "120.0" in short
     verdicts = paper.verdicts(runs)
     assert verdicts[("HalfCheetah-v5", "smac")].word == "reproduces"  # 920 ± 20 against 863.8 ± 38.7
     md = paper.verdicts_table(runs)

@@ -92,9 +92,11 @@ def table1(runs: list[Run]) -> tuple[str, str]:
     found = verdicts(runs)
     envs = env_order({e for (e, _), g in groups.items() if g.seeds})
     labels = list(dict.fromkeys(label for (_, label), g in groups.items() if g.seeds))
-    others = [m for m in labels if m not in PAPER_TABLE1_METHODS]
+    # a label at a second, shorter budget (``smac@steps=1000000``) goes to its own table below
+    shorter = [m for m in labels if "@steps=" in m]
+    others = [m for m in labels if m not in PAPER_TABLE1_METHODS and m not in shorter]
     header = ["env"] + [h for m in PAPER_TABLE1_METHODS for h in (m, f"paper {m}")] + others
-    md_rows, csv_rows = [], []
+    md_rows, short_rows, csv_rows = [], [], []
     for env in envs:
         row = [env]
         for m in PAPER_TABLE1_METHODS:
@@ -102,6 +104,9 @@ def table1(runs: list[Run]) -> tuple[str, str]:
             row += [final_cell(groups.get((env, m)), against_budget=True), cell(*p) if p else "–"]
         row += [final_cell(groups.get((env, m)), against_budget=True) for m in others]
         md_rows.append(row)
+        short = [final_cell(groups.get((env, m)), against_budget=True) for m in shorter]
+        if any(c != "–" for c in short):
+            short_rows.append([env] + short)
         for m in labels:
             g = groups.get((env, m))
             if g is None or not g.seeds:
@@ -116,6 +121,11 @@ def table1(runs: list[Run]) -> tuple[str, str]:
            "mean ± sample std over seeds, seeds in brackets (one seed: the mean alone). A cell whose runs are shorter "
            "than the task's budget says so (`1M of 5M`). The `paper` columns are the paper's Table 1 "
            f"({PAPER_SEEDS} seeds, at its own budgets).\n")
+    if short_rows:
+        md += ("\nThe same methods at a second, shorter budget, where a task also has runs at its own (these are "
+               "not compared with the paper's numbers):\n\n"
+               + md_table(["env"] + [f"{m.split('@steps=')[0]} at {steps_text(int(m.split('@steps=')[1]))}" for m in shorter],
+                        short_rows))
     return md, csv_text(["env", "method", "seeds", "mean", "std", "budget", "task_budget", "paper_mean", "paper_std",
                          "verdict", "p"], csv_rows)
 
